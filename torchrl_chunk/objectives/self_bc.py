@@ -65,10 +65,12 @@ class SelfBCLoss(LossModule):
         coeff: multiplier of the loss (``loss_bc = coeff * L_BC``). Default 1.
         functional: store the actor's parameters functionally, as TorchRL losses do.
         reduction: ``"mean"`` (default), ``"sum"`` or ``"none"`` (per-sample losses).
+        mask_padding: honour the pad mask (default ``True``); ``False`` counts every step.
 
     Keys (``set_keys``): ``action`` (the demo chunk, default ``("vla_action", "chunk")``)
-    and ``pad_mask`` (default ``"action_is_pad"``; ``None`` disables masking; a batch
-    without the entry is unmasked).
+    and ``pad_mask`` (default ``"action_is_pad"``; a batch without the entry is unmasked).
+    As everywhere in TorchRL, ``set_keys(pad_mask=None)`` restores the default key; to
+    ignore the mask use ``mask_padding=False``.
 
     Outputs: ``loss_bc`` and the detached diagnostics ``bc_nll`` (mean joint NLL),
     ``bc_mse`` (mean squared error of the chunk mean) and, for Normal-based actors,
@@ -87,11 +89,11 @@ class SelfBCLoss(LossModule):
         Attributes:
             action: the demonstrated chunk ``[*B, h, action_dim]``.
             pad_mask: boolean ``[*B, h]``, ``True`` for chunk steps past the trajectory's
-                end; ``None`` to ignore any mask.
+                end.
         """
 
         action: NestedKey = ACTION_CHUNK_KEY
-        pad_mask: NestedKey | None = ACTION_IS_PAD_KEY
+        pad_mask: NestedKey = ACTION_IS_PAD_KEY
 
     tensor_keys: _AcceptedKeys
     default_keys = _AcceptedKeys
@@ -107,6 +109,7 @@ class SelfBCLoss(LossModule):
         coeff: float = 1.0,
         functional: bool = True,
         reduction: Literal["mean", "sum", "none"] | None = None,
+        mask_padding: bool = True,
     ) -> None:
         if loss_form not in ("nll", "mse", "nll_detached_scale"):
             raise ValueError(
@@ -124,6 +127,7 @@ class SelfBCLoss(LossModule):
         self.loss_form = loss_form
         self.register_buffer("coeff", torch.tensor(float(coeff)))
         self.reduction = "mean" if reduction is None else reduction
+        self.mask_padding = mask_padding
 
     @property
     def functional(self) -> bool:
@@ -134,7 +138,7 @@ class SelfBCLoss(LossModule):
 
     def _set_in_keys(self):
         keys = [self.tensor_keys.action, *self.actor_network.in_keys]
-        if self.tensor_keys.pad_mask is not None:
+        if self.mask_padding:
             keys.append(self.tensor_keys.pad_mask)
         self._in_keys = list(dict.fromkeys(keys))
 
@@ -173,7 +177,7 @@ class SelfBCLoss(LossModule):
                 f"{tuple(tensordict.batch_size)}), got {tuple(target.shape)} under {key!r}."
             )
         valid = torch.ones(target.shape[:-1], dtype=torch.bool, device=target.device)
-        if self.tensor_keys.pad_mask is not None:
+        if self.mask_padding:
             pad = tensordict.get(self.tensor_keys.pad_mask, None)
             if pad is not None:
                 if pad.shape != target.shape[:-1]:
@@ -222,6 +226,9 @@ class SelfBCLoss(LossModule):
                 "between the policy and the demo buffer."
             )
         mask = valid.unsqueeze(-1).to(target.dtype)  # [*B, h, 1]
+        # Padded targets are replaced by the (detached) policy mean before any maths, so
+        # whatever they hold (even NaN) reaches neither the loss nor its gradient.
+        target = torch.where(valid.unsqueeze(-1), target, mean.detach())
         n_valid = (mask.sum((-2, -1)) * target.shape[-1]).clamp_min(1.0)  # [*B]
 
         logp = base.log_prob(target)  # [*B, h, A] per-element log-density
