@@ -1,0 +1,274 @@
+"""Scripted-expert demonstrations for MetaWorld MT10.
+
+Section III.A.1: "The demonstration dataset is collected with the rule-based policy
+provided with the environment, each trajectory capped at 200 steps." SFT uses 10
+demonstrations per task, SFT-100 uses 100, and the self-BC buffer of the proposed method
+is initialised with the same 10 (Section II.B, Eq. 6; its length limit is the longest
+expert trajectory).
+
+Format (consumed by the demonstration buffer; keep it stable): every trajectory is a
+``TensorDict`` of batch ``[T]`` (T = env steps up to and including the first success)::
+
+    ("observation", "state")           float32 [T, 39]
+    ("observation", "task_id")         int64   [T, 1]
+    ("observation", "image")           uint8   [T, H, W, 3]   (from_pixels=True only)
+    "action"                           float32 [T, 4]          clipped to [-1, 1]
+    ("next", "reward")                 float32 [T, 1]          1 at the last step
+    ("next", "done"/"terminated"/"success")  bool [T, 1]       True at the last step only
+    ("next", "truncated")              bool    [T, 1]          all False
+    ("next", "observation", ...)       the next observations (same keys as above)
+
+All trajectories have the same keys, so ``torch.cat(demos.trajectories)`` is a flat
+batch whose ends are marked by ``("next", "done")``.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tensordict import TensorDict
+
+from torchrl_chunk.envs.metaworld import (
+    STATE_DIM,
+    _DEMO_STREAM,
+    _task_name,
+    _TaskSim,
+    derive_seed,
+    task_index,
+)
+from torchrl_chunk.keys import ACTION_KEY, IMAGE_KEY, STATE_KEY, SUCCESS_KEY, TASK_ID_KEY
+
+__all__ = ["ExpertDemos", "collect_expert_demos", "load_demos", "save_demos"]
+
+_FORMAT_VERSION = 1
+
+
+@dataclass
+class ExpertDemos:
+    """Successful scripted-expert trajectories of one task.
+
+    Attributes:
+        task: MT10 task name.
+        seed: seed of the demo configurations (demo stream, distinct from training and
+            evaluation streams).
+        trajectories: one ``TensorDict`` of batch ``[T]`` per demonstration (format in
+            the module docstring).
+        num_tries: episodes run to obtain them (failures are discarded).
+        max_steps: the episode cap used while collecting.
+        image_size: image size, or ``None`` for state-only demos.
+    """
+
+    task: str
+    seed: int
+    trajectories: list[TensorDict]
+    num_tries: int
+    max_steps: int = 200
+    image_size: int | None = None
+    metadata: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.trajectories)
+
+    @property
+    def lengths(self) -> list[int]:
+        """Trajectory lengths in env steps (steps to the first success)."""
+        return [int(td.batch_size[0]) for td in self.trajectories]
+
+    def cat(self) -> TensorDict:
+        """All trajectories concatenated along time (ends marked by ``("next","done")``)."""
+        return torch.cat(self.trajectories, 0)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write to ``path`` (a ``torch.save`` file of plain tensors; atomic replace)."""
+        return save_demos(self, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> ExpertDemos:
+        """Read demos written by :meth:`save`."""
+        return load_demos(path)
+
+
+def _obs_dict(state: np.ndarray, task_id: int, image: np.ndarray | None) -> dict:
+    out = {"state": torch.as_tensor(np.asarray(state, np.float32))}
+    out["task_id"] = torch.tensor([task_id], dtype=torch.int64)
+    if image is not None:
+        out["image"] = torch.as_tensor(image.copy())
+    return out
+
+
+def collect_expert_demos(
+    task: str | int,
+    num_demos: int,
+    seed: int,
+    *,
+    max_steps: int = 200,
+    from_pixels: bool = False,
+    image_size: int = 128,
+    max_tries: int | None = None,
+) -> ExpertDemos:
+    """Run MetaWorld's scripted policy and keep ``num_demos`` successful trajectories.
+
+    Each try resets to a fresh configuration drawn from a generator seeded with
+    ``derive_seed(seed, 0, demo stream)`` (so the demos are a pure function of
+    ``(task, seed)`` and never reuse the evaluation configurations), runs the expert
+    for at most ``max_steps`` steps, stops at the first success and keeps the episode
+    only if it succeeded. Actions are clipped to ``[-1, 1]`` before they are executed
+    and stored (the env clips them anyway, so the trajectory is unchanged). The
+    policy's "Constant(s) may be too high" warnings are filtered.
+
+    Args:
+        task: MT10 task name or index.
+        num_demos: number of successful trajectories to return.
+        seed: non-negative demo seed.
+
+    Keyword Args:
+        max_steps: episode cap (paper: 200).
+        from_pixels, image_size: also record 128 px HWC images.
+        max_tries: give up (``RuntimeError``) after this many episodes
+            (default ``10 * num_demos + 10``).
+
+    Returns:
+        :class:`ExpertDemos` with ``trajectories``, ``num_tries`` and the settings.
+    """
+    from metaworld.policies import ENV_POLICY_MAP
+
+    name = _task_name(task)
+    if num_demos < 1:
+        raise ValueError(f"num_demos must be >= 1, got {num_demos}.")
+    max_tries = 10 * num_demos + 10 if max_tries is None else int(max_tries)
+    tid = task_index(name)
+    policy = ENV_POLICY_MAP[name]()
+    sim = _TaskSim(name, max_steps=max_steps, image_size=image_size if from_pixels else None)
+    sim.seed(derive_seed(seed, 0, _DEMO_STREAM))
+    trajectories: list[TensorDict] = []
+    tries = 0
+    try:
+        while len(trajectories) < num_demos:
+            if tries >= max_tries:
+                raise RuntimeError(
+                    f"collect_expert_demos({name!r}): only {len(trajectories)} of {num_demos} "
+                    f"episodes succeeded in {tries} tries; raise max_tries or max_steps."
+                )
+            tries += 1
+            state = sim.reset_fresh()
+            image = sim.render() if from_pixels else None
+            obs, actions, nxt_obs, successes, truncs = [], [], [], [], []
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=r"Constant\(s\) may be too high")
+                done = False
+                while not done:
+                    action = np.clip(policy.get_action(state), -1.0, 1.0).astype(np.float32)
+                    obs.append(_obs_dict(state, tid, image))
+                    state, success, truncated = sim.step(action)
+                    image = sim.render() if from_pixels else None
+                    actions.append(torch.as_tensor(action))
+                    nxt_obs.append(_obs_dict(state, tid, image))
+                    successes.append(success)
+                    truncs.append(truncated)
+                    done = success or truncated
+            if not successes[-1]:
+                continue
+            T = len(actions)
+            flag = torch.zeros(T, 1, dtype=torch.bool)
+            flag[-1] = True
+            traj = TensorDict(
+                {
+                    "observation": torch.stack([TensorDict(o, []) for o in obs]),
+                    ACTION_KEY: torch.stack(actions),
+                    "next": {
+                        "observation": torch.stack([TensorDict(o, []) for o in nxt_obs]),
+                        "reward": flag.to(torch.float32),
+                        "done": flag.clone(),
+                        "terminated": flag.clone(),
+                        "truncated": torch.zeros(T, 1, dtype=torch.bool),
+                        SUCCESS_KEY: flag.clone(),
+                    },
+                },
+                batch_size=[T],
+            )
+            trajectories.append(traj)
+    finally:
+        sim.close()
+    return ExpertDemos(
+        task=name,
+        seed=int(seed),
+        trajectories=trajectories,
+        num_tries=tries,
+        max_steps=int(max_steps),
+        image_size=int(image_size) if from_pixels else None,
+    )
+
+
+def save_demos(demos: ExpertDemos, path: str | os.PathLike) -> Path:
+    """Save ``demos`` to ``path`` (plain tensors, loadable with ``weights_only=True``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": "torchrl_chunk.expert_demos",
+        "version": _FORMAT_VERSION,
+        "task": demos.task,
+        "seed": int(demos.seed),
+        "num_tries": int(demos.num_tries),
+        "max_steps": int(demos.max_steps),
+        "image_size": demos.image_size,
+        "metadata": dict(demos.metadata),
+        "trajectories": [td.to_dict() for td in demos.trajectories],
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_demos(path: str | os.PathLike) -> ExpertDemos:
+    """Load demos saved by :func:`save_demos`; clear errors for missing/corrupt files."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"No expert demo file at {str(path)!r}. Create it with "
+            f"collect_expert_demos(task, num_demos, seed).save({str(path)!r})."
+        )
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001  (pickle/zip errors come in many types)
+        raise ValueError(
+            f"{str(path)!r} is not a readable expert demo file ({type(err).__name__}: {err}). "
+            "It may be truncated or corrupt: delete it and collect the demos again."
+        ) from err
+    if not isinstance(payload, dict) or payload.get("format") != "torchrl_chunk.expert_demos":
+        raise ValueError(
+            f"{str(path)!r} is not an expert demo file written by save_demos "
+            "(missing format marker); delete it and collect the demos again."
+        )
+    if payload.get("version") != _FORMAT_VERSION:
+        raise ValueError(
+            f"{str(path)!r} has demo format version {payload.get('version')}, this code "
+            f"reads version {_FORMAT_VERSION}; collect the demos again."
+        )
+    trajectories = []
+    for i, d in enumerate(payload["trajectories"]):
+        T = int(d[ACTION_KEY].shape[0])
+        td = TensorDict.from_dict(d, batch_size=[T], auto_batch_size=False)
+        state = td.get(STATE_KEY, None)
+        if state is None or tuple(state.shape) != (T, STATE_DIM) or td.get(TASK_ID_KEY, None) is None:
+            raise ValueError(
+                f"{str(path)!r}: trajectory {i} lacks {STATE_KEY} [T, {STATE_DIM}] or "
+                f"{TASK_ID_KEY}; the file is corrupt, collect the demos again."
+            )
+        if payload["image_size"] is not None and td.get(IMAGE_KEY, None) is None:
+            raise ValueError(f"{str(path)!r}: trajectory {i} lacks {IMAGE_KEY}.")
+        trajectories.append(td)
+    return ExpertDemos(
+        task=payload["task"],
+        seed=payload["seed"],
+        trajectories=trajectories,
+        num_tries=payload["num_tries"],
+        max_steps=payload["max_steps"],
+        image_size=payload["image_size"],
+        metadata=payload.get("metadata", {}),
+    )
