@@ -15,8 +15,11 @@ Protocol implemented here:
 * episode length = env steps until the first success; **failures count as
   ``max_steps``** (200);
 * ``success_rate`` = successes / episodes;
-* ``len_p10`` = 10th percentile of the lengths (``numpy.percentile``, linear
-  interpolation by default);
+* ``len_p10`` = 10th percentile of the lengths, by default the classic
+  "inverted CDF" definition (``numpy.percentile(..., method="inverted_cdf")``): the
+  ``ceil(0.1 * N)``-th shortest length (the 13th of 128). It is always an observed
+  length (Table I reports whole numbers) and, whenever it is reported, a success
+  length. ``percentile_method="linear"`` gives numpy's interpolating default;
 * ``avg_shortest_10pct`` = mean of the ``ceil(0.1 * N)`` shortest lengths (13 of 128);
 * both length metrics are reported missing (``None``, printed "–") when fewer than
   10 % of the episodes succeed, since they would then measure the cap, not the policy;
@@ -82,13 +85,15 @@ def compute_task_metrics(
     percentile: float = 10.0,
     shortest_fraction: float = 0.1,
     min_success_rate: float = 0.1,
-    percentile_method: str = "linear",
+    percentile_method: str = "inverted_cdf",
 ) -> dict[str, float | int | None]:
     """Table I metrics from per-episode lengths (env steps) and success flags.
 
     Failed episodes count as ``max_steps`` whatever length was recorded. Returns a dict
     with ``success_rate``, ``len_p10`` (the ``percentile``-th percentile of the
-    lengths), ``avg_shortest_10pct`` (mean of the ``ceil(shortest_fraction * N)``
+    lengths, ``numpy.percentile`` with ``percentile_method``; the default
+    ``"inverted_cdf"`` is the ``ceil(N * percentile / 100)``-th shortest length),
+    ``avg_shortest_10pct`` (mean of the ``ceil(shortest_fraction * N)``
     shortest lengths), ``num_episodes`` and ``num_successes``. The two length metrics
     are ``None`` when fewer than ``min_success_rate * N`` episodes succeed.
     """
@@ -278,6 +283,7 @@ def evaluate_policy(
     chunk_size: int = 4,
     max_steps: int = 200,
     eval_seed: int = EVAL_SEED,
+    num_eval_configs: int = NUM_EVAL_CONFIGS,
     from_pixels: bool = False,
     image_size: int = 128,
     return_episodes: bool = False,
@@ -294,6 +300,9 @@ def evaluate_policy(
             paper's protocol; fewer for a quick eval).
         episode_indices: explicit subset (e.g. one split of several processes); merge
             the returned ``"episodes"`` with :func:`merge_episodes`.
+        num_eval_configs: size of the fixed configuration list ``episode_indices``
+            index into (default 128). Configuration ``i`` is the same for every list
+            size larger than ``i`` (the lists share one RNG stream).
         num_envs: episodes run in parallel (batched, one process).
         chunk_size, max_steps, eval_seed, from_pixels, image_size: env settings.
         return_episodes: add the :class:`EpisodeResults` under ``"episodes"``.
@@ -311,7 +320,7 @@ def evaluate_policy(
         # The first k configurations of a longer list are the k-list (same RNG stream).
         num_configs = num_episodes
     else:
-        num_configs = NUM_EVAL_CONFIGS
+        num_configs = num_eval_configs
     episodes = run_episodes(
         policy,
         task,

@@ -1,0 +1,95 @@
+"""Scripted-expert demonstrations: format, reproducibility, save/load."""
+
+from __future__ import annotations
+
+import ctypes.util
+
+import pytest
+import torch
+
+from torchrl_chunk.envs import ExpertDemos, collect_expert_demos, load_demos, save_demos
+
+REACH = "reach-v3"
+
+
+@pytest.fixture(scope="module")
+def demos() -> ExpertDemos:
+    return collect_expert_demos(REACH, 3, seed=11)
+
+
+def test_format(demos):
+    assert len(demos) == 3 and demos.task == REACH and demos.seed == 11
+    assert demos.num_tries >= 3
+    for td, T in zip(demos.trajectories, demos.lengths):
+        assert td.batch_size == (T,) and 1 < T <= 200
+        assert td["observation", "state"].shape == (T, 39)
+        assert td["observation", "state"].dtype == torch.float32
+        assert td["observation", "task_id"].shape == (T, 1)
+        assert (td["observation", "task_id"] == 0).all()
+        assert td["action"].dtype == torch.float32 and td["action"].shape == (T, 4)
+        assert td["action"].abs().max() <= 1.0
+        for key in ("done", "terminated", "success"):
+            flag = td["next", key]
+            assert flag.dtype == torch.bool and flag.shape == (T, 1)
+            assert flag[-1].item() and not flag[:-1].any()
+        assert not td["next", "truncated"].any()
+        assert td["next", "reward"].dtype == torch.float32 and td["next", "reward"].sum() == 1.0
+        # next observation of step t is the observation of step t + 1
+        assert torch.equal(td["next", "observation", "state"][:-1], td["observation", "state"][1:])
+    flat = demos.cat()
+    assert flat.batch_size == (sum(demos.lengths),)
+    assert flat["next", "done"].sum() == 3
+
+
+def test_reproducible_and_seed_dependent(demos):
+    again = collect_expert_demos(REACH, 3, seed=11)
+    assert again.lengths == demos.lengths
+    assert all(torch.equal(a["action"], b["action"]) for a, b in zip(again.trajectories, demos.trajectories))
+    other = collect_expert_demos(REACH, 1, seed=12)
+    assert not torch.equal(other.trajectories[0]["observation", "state"][0], demos.trajectories[0]["observation", "state"][0])
+
+
+def test_save_load_roundtrip(demos, tmp_path):
+    path = save_demos(demos, tmp_path / "sub" / "reach.pt")
+    loaded = load_demos(path)
+    assert loaded.lengths == demos.lengths and loaded.num_tries == demos.num_tries
+    assert loaded.task == REACH and loaded.seed == 11 and loaded.image_size is None
+    for a, b in zip(loaded.trajectories, demos.trajectories):
+        assert (a == b).all()
+        assert set(a.keys(True, True)) == set(b.keys(True, True))
+    assert ExpertDemos.load(demos.save(tmp_path / "m.pt")).lengths == demos.lengths
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="collect_expert_demos"):
+        load_demos(tmp_path / "missing.pt")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match="corrupt"):
+        load_demos(bad)
+    other = tmp_path / "other.pt"
+    torch.save({"a": torch.zeros(1)}, other)
+    with pytest.raises(ValueError, match="not an expert demo file"):
+        load_demos(other)
+
+
+def test_bad_task_and_tries():
+    with pytest.raises(ValueError, match="Valid tasks"):
+        collect_expert_demos("reach-v2", 1, seed=0)
+    with pytest.raises(RuntimeError, match="only 0 of 1 episodes succeeded"):
+        collect_expert_demos(REACH, 1, seed=0, max_steps=3, max_tries=2)
+
+
+@pytest.mark.skipif(
+    not (ctypes.util.find_library("EGL") or ctypes.util.find_library("OSMesa")),
+    reason="no headless GL library (libEGL or libOSMesa) installed",
+)
+def test_pixel_demo():
+    demos = collect_expert_demos(REACH, 1, seed=3, from_pixels=True, image_size=32)
+    td = demos.trajectories[0]
+    T = demos.lengths[0]
+    assert td["observation", "image"].shape == (T, 32, 32, 3)
+    assert td["observation", "image"].dtype == torch.uint8
+    assert td["next", "observation", "image"].shape == (T, 32, 32, 3)
+    assert torch.equal(td["next", "observation", "image"][:-1], td["observation", "image"][1:])
+    assert demos.image_size == 32

@@ -1,0 +1,240 @@
+"""MetaWorld MT10 env: keys, sparse reward, chunking with the scripted expert, seeding, pixels."""
+
+from __future__ import annotations
+
+import ctypes.util
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from tensordict import TensorDict
+from torchrl.envs.utils import check_env_specs
+
+from torchrl_chunk.envs import (
+    EVAL_SEED,
+    MT10_TASKS,
+    TASK_INSTRUCTIONS,
+    ChunkedEnv,
+    MetaWorldEnv,
+    make_eval_configs,
+    make_metaworld_env,
+    task_index,
+)
+from torchrl_chunk.envs.metaworld import _make_tasks
+
+REACH = "reach-v3"
+
+
+def _rand_vecs(configs):
+    import pickle
+
+    return np.stack([pickle.loads(c.data)["rand_vec"] for c in configs])
+
+
+def test_task_list_and_instructions():
+    assert MT10_TASKS == (
+        "reach-v3", "push-v3", "pick-place-v3", "door-open-v3", "drawer-open-v3",
+        "drawer-close-v3", "button-press-topdown-v3", "peg-insert-side-v3",
+        "window-open-v3", "window-close-v3",
+    )  # fmt: skip
+    assert set(TASK_INSTRUCTIONS) == set(MT10_TASKS)
+    assert all(isinstance(v, str) and v for v in TASK_INSTRUCTIONS.values())
+    assert task_index("door-open-v3") == 3
+
+
+def test_unknown_task_lists_valid_ones():
+    with pytest.raises(ValueError, match="Valid tasks: reach-v3, push-v3") as err:
+        make_metaworld_env("open-the-fridge")
+    assert "window-close-v3" in str(err.value)
+    with pytest.raises(ValueError, match="Did you mean 'reach-v3'"):
+        task_index("reach")
+
+
+def test_keys_shapes_sparse_reward_and_specs():
+    env = make_metaworld_env(REACH, num_envs=2, chunk_size=4, seed=3)
+    check_env_specs(env)
+    td = env.reset()
+    assert td["observation", "state"].shape == (2, 39)
+    assert td["observation", "state"].dtype == torch.float32
+    assert td["observation", "task_id"].dtype == torch.int64
+    assert td["observation", "task_id"].squeeze(-1).tolist() == [0, 0]
+    assert "language_instruction" not in td.keys()
+    td["action"] = torch.zeros(2, 4, 4)
+    nxt = env.step(td)["next"]
+    assert nxt["steps_executed"].squeeze(-1).tolist() == [4, 4]
+    assert nxt["reward"].dtype == torch.float32 and (nxt["reward"] == 0).all()
+    assert not nxt["done"].any() and not nxt["success"].any()
+    env.close()
+
+
+def test_truncation_at_max_steps_bootstraps():
+    env = make_metaworld_env(REACH, num_envs=1, chunk_size=4, max_steps=5, seed=1)
+    td = env.reset()
+    td["action"] = torch.zeros(1, 4, 4)
+    td = env.step(td)
+    assert td["next", "steps_executed"].item() == 4 and not td["next", "done"].item()
+    td = td["next"].clone()
+    td["action"] = torch.zeros(1, 4, 4)
+    nxt = env.step(td)["next"]
+    assert nxt["steps_executed"].item() == 1
+    assert nxt["truncated"].item() and nxt["done"].item() and not nxt["terminated"].item()
+    env.close()
+
+
+def _expert_actions(config_index: int) -> tuple[torch.Tensor, int]:
+    """Run the scripted expert step by step on one fixed configuration."""
+    from metaworld.policies import ENV_POLICY_MAP
+
+    policy = ENV_POLICY_MAP[REACH]()
+    env = MetaWorldEnv(REACH, num_envs=1, mode="eval", num_eval_configs=4)
+    td = env.reset(TensorDict({"config_index": torch.tensor([[config_index]])}, [1]))
+    actions = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for _ in range(200):
+            state = td["observation", "state"][0].double().numpy()
+            a = np.clip(policy.get_action(state), -1, 1).astype(np.float32)
+            actions.append(torch.as_tensor(a))
+            td["action"] = torch.as_tensor(a).view(1, 4)
+            td = env.step(td)
+            if td["next", "done"].item():
+                break
+            td = td["next"].clone()
+    assert td["next", "success"].item(), "the scripted reach expert should succeed"
+    env.close()
+    return torch.stack(actions), len(actions)
+
+
+def test_scripted_expert_through_chunked_env():
+    actions, T = _expert_actions(config_index=1)
+    h = 4
+    n_chunks = -(-T // h)
+    padded = torch.cat([actions, actions[-1:].expand(n_chunks * h - T, 4)])
+    env = make_metaworld_env(REACH, num_envs=1, chunk_size=h, mode="eval", num_eval_configs=4)
+    td = env.reset(TensorDict({"config_index": torch.tensor([[1]])}, [1]))
+    executed, rewards = [], []
+    for c in range(n_chunks):
+        td["action"] = padded[c * h : (c + 1) * h].view(1, h, 4)
+        td = env.step(td)
+        executed.append(td["next", "steps_executed"].item())
+        rewards.append(td["next", "reward"].item())
+        if td["next", "done"].item():
+            break
+        td = td["next"].clone()
+    assert td["next", "success"].item() and td["next", "terminated"].item()
+    assert sum(executed) == T
+    assert executed[-1] == T - h * (n_chunks - 1)
+    assert rewards[-1] == 1.0 and sum(rewards) == 1.0
+    env.close()
+
+
+def test_wrong_action_shape_errors():
+    base = MetaWorldEnv(REACH, num_envs=2)
+    td = base.reset()
+    td["action"] = torch.zeros(2, 4, 4)
+    with pytest.raises(ValueError, match=r"expected an action of shape \(2, 4\).*ChunkedEnv"):
+        base.step(td)
+    env = ChunkedEnv(base, 4)
+    td = env.reset()
+    td["action"] = torch.zeros(2, 4)
+    with pytest.raises(ValueError, match=r"expected an action chunk of shape \(2, 4, 4\)"):
+        env.step(td)
+    td["action"] = torch.full((2, 4, 4), float("nan"))
+    with pytest.raises(ValueError, match="non-finite"):
+        env.step(td)
+    env.close()
+
+
+def test_finished_subenv_is_not_stepped_and_refuses_steps():
+    base = MetaWorldEnv(REACH, num_envs=2, max_steps=1)
+    td = base.reset()
+    td["action"] = torch.zeros(2, 4)
+    td = base.step(td)
+    assert td["next", "truncated"].all()
+    td = td["next"].clone()
+    td["action"] = torch.zeros(2, 4)
+    with pytest.raises(RuntimeError, match="stepping a finished episode"):
+        base.step(td)
+    td = base.reset(TensorDict({"_reset": torch.tensor([[True], [False]])}, [2]))
+    td["action"] = torch.zeros(2, 4)
+    td["_step"] = torch.tensor([True, False])
+    out = base.step(td)["next"]
+    assert out["truncated"].squeeze(-1).tolist() == [True, True]
+    base.close()
+
+
+def test_training_seeds_reproducible_and_distinct():
+    def goals(seed, offset=0):
+        env = MetaWorldEnv(REACH, num_envs=2, seed=seed, worker_index_offset=offset)
+        out = [env.reset()["observation", "state"][:, 36:39].clone() for _ in range(2)]
+        env.close()
+        return torch.stack(out)  # [resets, envs, 3]
+
+    a, b = goals(7), goals(7)
+    assert torch.equal(a, b)  # same seed -> same configuration sequence
+    assert not torch.equal(a[0], a[1])  # fresh configuration at every reset
+    assert not torch.equal(a[:, 0], a[:, 1])  # sub-envs draw distinct configurations
+    assert not torch.equal(a, goals(8))
+    assert not torch.equal(a[:, 1], goals(7, offset=1)[:, 1])
+    # seed 0 is a real seed (MetaWorld's custom-mt-envs treats it as "unseeded")
+    assert torch.equal(goals(0), goals(0))
+
+
+def test_eval_configs_fixed_and_prefix_stable():
+    np.random.seed(123)  # global numpy state must not matter
+    c8 = _rand_vecs(_make_tasks(REACH, 8, EVAL_SEED))
+    np.random.seed(456)
+    c8b = _rand_vecs(_make_tasks(REACH, 8, EVAL_SEED))
+    c4 = _rand_vecs(make_eval_configs(REACH, 4))
+    assert np.array_equal(c8, c8b)
+    assert np.array_equal(c8[:4], c4)  # quick eval = first N of the fixed list
+    assert len(np.unique(c8, axis=0)) == 8
+    other = _rand_vecs(_make_tasks(REACH, 4, EVAL_SEED + 1))
+    assert not np.array_equal(other, c4)
+
+
+def test_eval_reset_independent_of_batch_position():
+    cfg = torch.tensor([[3], [0], [2]])
+    a = MetaWorldEnv(REACH, num_envs=3, mode="eval", num_eval_configs=4)
+    b = MetaWorldEnv(REACH, num_envs=1, mode="eval", num_eval_configs=4, seed=99)
+    sa = a.reset(TensorDict({"config_index": cfg}, [3]))["observation", "state"]
+    for row, i in enumerate([3, 0, 2]):
+        sb = b.reset(TensorDict({"config_index": torch.tensor([[i]])}, [1]))["observation", "state"]
+        assert torch.equal(sa[row], sb[0])
+    assert not torch.equal(sa[0], sa[1])
+    with pytest.raises(ValueError, match="mode='eval'"):
+        MetaWorldEnv(REACH, num_envs=1).reset(TensorDict({"config_index": torch.tensor([[0]])}, [1]))
+    a.close()
+    b.close()
+
+
+def test_instruction_entry_optional():
+    env = make_metaworld_env(REACH, num_envs=2, include_instruction=True)
+    td = env.reset()
+    assert td["language_instruction"] == TASK_INSTRUCTIONS[REACH]
+    assert "language_instruction" in env.observation_spec.keys()
+    env.close()
+
+
+_HAS_GL_LIB = bool(ctypes.util.find_library("EGL") or ctypes.util.find_library("OSMesa"))
+
+
+@pytest.mark.skipif(
+    not _HAS_GL_LIB,
+    reason="no headless GL library (libEGL or libOSMesa) installed; install libegl1 "
+    "libegl-mesa0 libgl1-mesa-dri (or libosmesa6) to test pixel observations",
+)
+def test_pixel_frame():
+    env = make_metaworld_env(REACH, num_envs=2, chunk_size=2, from_pixels=True, image_size=128)
+    td = env.reset()
+    img = td["observation", "image"]
+    assert img.shape == (2, 128, 128, 3) and img.dtype == torch.uint8
+    assert img.float().std() > 10  # not a blank frame
+    assert img[0].float().mean(dim=(0, 1)).std() > 0  # not grey: colour channels differ
+    td["action"] = torch.zeros(2, 2, 4)
+    td["action"][..., 2] = 1.0  # move the hand up
+    nxt = env.step(td)["next"]
+    assert nxt["observation", "image"].shape == (2, 128, 128, 3)
+    assert not torch.equal(nxt["observation", "image"][0], img[0])  # the scene changed
+    env.close()
