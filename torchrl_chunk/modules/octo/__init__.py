@@ -45,6 +45,7 @@ from torchrl_chunk.modules.octo.language import (
 from torchrl_chunk.modules.octo.model import OctoTransformer
 from torchrl_chunk.modules.octo.policy import (
     OctoBackbone,
+    find_octo_backbones,
     make_octo_actor_critic,
     make_octo_backbone,
 )
@@ -67,6 +68,7 @@ __all__ = [
     "config_from_octo_json",
     "count_parameters",
     "export_flax_params",
+    "find_octo_backbones",
     "load_octo_checkpoint",
     "load_torch_checkpoint",
     "make_octo_actor_critic",

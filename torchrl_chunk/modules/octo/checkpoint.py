@@ -616,7 +616,7 @@ def load_flax_params(
         )
     with torch.no_grad():
         for name, arr in assigned.items():
-            targets[name].copy_(torch.from_numpy(np.ascontiguousarray(arr)))
+            targets[name].copy_(torch.from_numpy(np.require(arr, requirements=["C", "W"])))
     return report, t5
 
 

@@ -111,31 +111,28 @@ class OctoBackbone(nn.Module):
     ) -> torch.Tensor:
         """See the module docstring for shapes; returns ``[*B, embed_dim]``."""
         w = self.window_size
-        frame_dims = 3 if w == 1 else 4
-        if image.ndim < frame_dims or image.shape[-1] != 3 or (w > 1 and image.shape[-4] != w):
-            expected = "[*B, H, W, 3]" if w == 1 else f"[*B, {w}, H, W, 3]"
-            hint = (
-                ""
-                if w == 1
-                else " (stack the history, e.g. torchrl CatFrames(N=%d, dim=-4))" % w
-            )
+        if task_id.ndim < 1 or task_id.shape[-1] != 1:
             raise ValueError(
-                f"OctoBackbone(window_size={w}) expects uint8 HWC images {expected}{hint}, "
-                f"got {tuple(image.shape)}."
+                f"task_id must be int64 [*B, 1] (TASK_ID_KEY), got {tuple(task_id.shape)}."
             )
-        batch = image.shape[:-frame_dims]
+        batch = task_id.shape[:-1]
+        frame = (w,) if w > 1 else ()
+        if (
+            image.shape[: len(batch)] != batch
+            or image.shape[len(batch) : -3] != frame
+            or image.shape[-1] != 3
+        ):
+            expected = f"[{', '.join(map(str, (*batch, *frame)))}, H, W, 3]"
+            hint = "" if w == 1 else f" (stack the history, e.g. torchrl CatFrames(N={w}, dim=-4))"
+            raise ValueError(
+                f"OctoBackbone(window_size={w}) expects uint8 HWC images {expected} for "
+                f"task_id of shape {tuple(task_id.shape)}{hint}; got {tuple(image.shape)}."
+            )
         frames = image.reshape(-1, *image.shape[-3:])  # [N*W, H, W, 3]
         frames = frames.permute(0, 3, 1, 2)
         frames = resize_images(frames, self.image_size, self.interpolation)
         frames = frames.reshape(-1, w, *frames.shape[1:])  # [N, W, 3, S, S]
         n = frames.shape[0]
-        if task_id.shape == (*batch, 1):
-            task_id = task_id[..., 0]
-        if task_id.shape != batch:
-            raise ValueError(
-                f"task_id must be [*B, 1] (or [*B]) with *B = {tuple(batch)}, got "
-                f"{tuple(task_id.shape)}."
-            )
         language, language_mask = self.instructions(task_id.reshape(n).long())
         if timestep_pad_mask is not None:
             timestep_pad_mask = timestep_pad_mask.reshape(n, w).bool()
@@ -147,6 +144,16 @@ class OctoBackbone(nn.Module):
         )
         emb = OctoTransformer.readout_embedding(out)
         return emb.reshape(*batch, emb.shape[-1])
+
+
+def find_octo_backbones(module: nn.Module) -> list[OctoBackbone]:
+    """Every distinct :class:`OctoBackbone` inside ``module`` (an actor, a critic, a loss),
+    e.g. to build optimiser parameter groups or freeze the stems."""
+    seen: dict[int, OctoBackbone] = {}
+    for m in module.modules():
+        if isinstance(m, OctoBackbone):
+            seen.setdefault(id(m), m)
+    return list(seen.values())
 
 
 def as_instruction_table(
@@ -164,7 +171,8 @@ def as_instruction_table(
     if isinstance(instructions, (str, bytes)) or not isinstance(instructions, Sequence):
         raise TypeError(
             "instructions must be InstructionEmbeddings, a [num_tasks, 16, 768] tensor or a "
-            f"list of strings, got {type(instructions).__name__}."
+            f"list of strings ordered by task_id, got {type(instructions).__name__} (for a "
+            "{task: instruction} dict pass [d[t] for t in task_list])."
         )
     if t5_encoder is None:
         if t5_path is None:
