@@ -16,11 +16,11 @@ from typing import Literal
 
 import torch
 from tensordict import TensorDictBase
-from torchrl.data import Bounded, Categorical, Composite
+from torchrl.data import Bounded, Categorical
 from torchrl.envs import EnvBase
 from torchrl.envs.utils import step_mdp
 
-from torchrl_chunk.keys import ACTION_KEY, STEPS_EXECUTED_KEY, SUCCESS_KEY
+from torchrl_chunk.keys import STEPS_EXECUTED_KEY, SUCCESS_KEY
 
 __all__ = ["ChunkedEnv", "RewardAggregation"]
 

@@ -46,7 +46,7 @@ from tensordict import NonTensorData, TensorDict, TensorDictBase
 from torchrl.data import Bounded, Categorical, Composite, NonTensor, Unbounded
 from torchrl.envs import EnvBase, ParallelEnv
 
-from torchrl_chunk.envs import _gl  # noqa: F401  (selects MUJOCO_GL before mujoco loads)
+from torchrl_chunk.envs import _gl
 from torchrl_chunk.envs.chunked import ChunkedEnv, RewardAggregation
 from torchrl_chunk.keys import ACTION_KEY, INSTRUCTION_KEY, SUCCESS_KEY
 
@@ -196,7 +196,6 @@ class _TaskSim:
     """One raw MetaWorld env of one task: sparse success, step cap, optional renderer."""
 
     def __init__(self, task: str, *, max_steps: int, image_size: int | None) -> None:
-        import metaworld  # noqa: F401  (registers nothing we need; keeps import local)
         from metaworld.env_dict import ALL_V3_ENVIRONMENTS
 
         self.task = task
