@@ -205,3 +205,21 @@ def test_t5_encoder_wrapper_without_tokenizer():
     assert emb.shape == (NUM_TASKS, 16, 768)
     actor, _ = make_octo_actor_critic(OctoConfig.tiny(window_size=1), instructions=emb)
     actor(obs((2,), 1))
+
+
+def test_convert_cli_and_instruction_file(tmp_path):
+    from torchrl_chunk.modules.octo.convert import main
+
+    src = OctoTransformer(OctoConfig.tiny())
+    write_octo_checkpoint(tmp_path / "ck", export_flax_params(src), OctoConfig.tiny())
+    main(["checkpoint", str(tmp_path / "ck"), str(tmp_path / "octo.pt")])
+    torch.save({"embeddings": table(), "mask": torch.ones(NUM_TASKS, dtype=torch.bool)},
+               tmp_path / "instr.pt")
+    actor, _ = make_octo_actor_critic(
+        OctoConfig.tiny(window_size=1), instructions=str(tmp_path / "instr.pt"),
+        checkpoint=tmp_path / "octo.pt",
+    )
+    (backbone,) = find_octo_backbones(actor)
+    for (k, a), (_, b) in zip(src.state_dict().items(), backbone.transformer.state_dict().items()):
+        assert torch.equal(a, b), k
+    actor(obs((2,), 1))

@@ -157,15 +157,22 @@ def find_octo_backbones(module: nn.Module) -> list[OctoBackbone]:
 
 
 def as_instruction_table(
-    instructions: InstructionEmbeddings | torch.Tensor | Sequence[str],
+    instructions: InstructionEmbeddings | torch.Tensor | Sequence[str] | Path,
     *,
     t5_path: str | Path | None = None,
     t5_encoder: T5LanguageEncoder | None = None,
 ) -> InstructionEmbeddings:
-    """Accept an instruction table, a ``[num_tasks, 16, 768]`` tensor of T5 outputs, or a
-    list of instruction strings (encoded once with T5 from ``t5_encoder`` or ``t5_path``)."""
+    """Accept an instruction table, a ``[num_tasks, 16, 768]`` tensor of T5 outputs, a file
+    written by ``python -m torchrl_chunk.modules.octo.convert instructions``, or a list of
+    instruction strings ordered by task id (encoded once with T5 from ``t5_encoder`` or
+    ``t5_path``)."""
     if isinstance(instructions, InstructionEmbeddings):
         return instructions
+    if isinstance(instructions, Path) or (
+        isinstance(instructions, str) and Path(instructions).expanduser().is_file()
+    ):
+        blob = torch.load(Path(instructions).expanduser(), map_location="cpu", weights_only=True)
+        return InstructionEmbeddings(blob["embeddings"], blob.get("mask"))
     if isinstance(instructions, torch.Tensor):
         return InstructionEmbeddings(instructions)
     if isinstance(instructions, (str, bytes)) or not isinstance(instructions, Sequence):
@@ -187,7 +194,7 @@ def as_instruction_table(
 def make_octo_backbone(
     config: OctoConfig | None = None,
     *,
-    instructions: InstructionEmbeddings | torch.Tensor | Sequence[str],
+    instructions: InstructionEmbeddings | torch.Tensor | Sequence[str] | Path,
     checkpoint: str | Path | None = None,
     t5_path: str | Path | None = None,
     image_key: NestedKey = IMAGE_KEY,
@@ -240,7 +247,7 @@ def make_octo_actor_critic(
     horizon: int = 4,
     action_dim: int = 4,
     *,
-    instructions: InstructionEmbeddings | torch.Tensor | Sequence[str],
+    instructions: InstructionEmbeddings | torch.Tensor | Sequence[str] | Path,
     checkpoint: str | Path | None = None,
     separate_critic: bool = False,
     t5_path: str | Path | None = None,
