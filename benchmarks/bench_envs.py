@@ -11,9 +11,10 @@ policy) of
 * ``chunked-parallel`` (pixels only): ``num_workers=W`` ParallelEnv processes, one env
   each,
 
-and each figure as a ratio to ``bare`` measured in the same run. Usage::
+and each figure as a ratio to ``bare`` measured in the same run (setups measured
+round-robin ``--repeats`` times; medians). Usage::
 
-    python benchmarks/bench_envs.py --task push-v3 --num-envs 8 --seconds 5
+    python benchmarks/bench_envs.py --task push-v3 --num-envs 8 --seconds 3 --repeats 3
 """
 
 from __future__ import annotations
@@ -74,42 +75,49 @@ def main() -> None:
     parser.add_argument("--task", default="push-v3")
     parser.add_argument("--num-envs", type=int, default=8)
     parser.add_argument("--chunk-size", type=int, default=4)
-    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
+    parser.add_argument("--repeats", type=int, default=3, help="round-robin repeats (median)")
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--workers", type=int, default=2, help="ParallelEnv workers (pixels)")
     parser.add_argument("--no-pixels", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    n, h, px, w = args.num_envs, args.chunk_size, args.image_size, args.workers
     print(
-        f"task={args.task} num_envs={args.num_envs} h={args.chunk_size} "
-        f"seconds/measure={args.seconds} cpus={os.cpu_count()} MUJOCO_GL={os.environ.get('MUJOCO_GL')}"
+        f"task={args.task} num_envs={n} h={h} seconds/measure={args.seconds} "
+        f"repeats={args.repeats} cpus={os.cpu_count()} MUJOCO_GL={os.environ.get('MUJOCO_GL')} "
+        f"loadavg(before)={os.getloadavg()[0]:.2f}"
     )
-    rows = []
-    bare = bench_bare(args.task, args.seconds, None)
-    rows.append(("state", "bare (1 raw env, python loop)", bare, bare))
-    env = make_metaworld_env(args.task, num_envs=args.num_envs, chunk_size=args.chunk_size, seed=1)
-    rows.append(("state", f"chunked, {args.num_envs} envs in 1 process", bench_torchrl(env, args.seconds), bare))
-    env.close()
+    # (obs, name, reference name, measure function); envs are built once, measured
+    # round-robin so that load changes on a shared machine hit every setup alike
+    setups = [("state", "bare (1 raw env, python loop)", None, lambda: bench_bare(args.task, args.seconds, None))]
+    envs = [make_metaworld_env(args.task, num_envs=n, chunk_size=h, seed=1)]
+    setups.append(("state", f"chunked, {n} envs in 1 process", "state", lambda: bench_torchrl(envs[0], args.seconds)))
     if not args.no_pixels:
-        px = args.image_size
-        bare_px = bench_bare(args.task, args.seconds, px)
-        rows.append((f"{px}px", "bare (1 raw env + renderer)", bare_px, bare_px))
-        env = make_metaworld_env(
-            args.task, num_envs=args.num_envs, chunk_size=args.chunk_size, seed=1,
-            from_pixels=True, image_size=px,
-        )  # fmt: skip
-        rows.append((f"{px}px", f"chunked, {args.num_envs} envs in 1 process", bench_torchrl(env, args.seconds), bare_px))
+        envs.append(make_metaworld_env(args.task, num_envs=n, chunk_size=h, seed=1, from_pixels=True, image_size=px))
+        envs.append(
+            make_metaworld_env(
+                args.task, num_envs=w, num_workers=w, chunk_size=h, seed=1, from_pixels=True, image_size=px
+            )
+        )
+        setups += [
+            (f"{px}px", "bare (1 raw env + renderer)", None, lambda: bench_bare(args.task, args.seconds, px)),
+            (f"{px}px", f"chunked, {n} envs in 1 process", f"{px}px", lambda: bench_torchrl(envs[1], args.seconds)),
+            (f"{px}px", f"chunked, ParallelEnv {w} workers x 1 env", f"{px}px", lambda: bench_torchrl(envs[2], args.seconds)),
+        ]
+    rates: list[list[float]] = [[] for _ in setups]
+    for _ in range(args.repeats):
+        for i, (_, _, _, fn) in enumerate(setups):
+            rates[i].append(fn())
+    for env in envs:
         env.close()
-        w = args.workers
-        env = make_metaworld_env(
-            args.task, num_envs=w, num_workers=w, chunk_size=args.chunk_size, seed=1,
-            from_pixels=True, image_size=px,
-        )  # fmt: skip
-        rows.append((f"{px}px", f"chunked, ParallelEnv {w} workers x 1 env", bench_torchrl(env, args.seconds), bare_px))
-        env.close()
-    print(f"{'obs':6} {'setup':42} {'env steps/s':>12} {'x bare':>8}")
-    for obs, name, rate, ref in rows:
-        print(f"{obs:6} {name:42} {rate:12.0f} {rate / ref:8.2f}")
+    med = [float(np.median(r)) for r in rates]
+    bare = {obs: med[i] for i, (obs, _, ref, _) in enumerate(setups) if ref is None}
+    print(f"{'obs':6} {'setup':42} {'env steps/s':>12} {'x bare':>8}   runs")
+    for i, (obs, name, _, _) in enumerate(setups):
+        runs = " ".join(f"{r:.0f}" for r in rates[i])
+        print(f"{obs:6} {name:42} {med[i]:12.0f} {med[i] / bare[obs]:8.2f}   [{runs}]")
+    print(f"loadavg(after)={os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

@@ -38,6 +38,10 @@ def select_gl_backend() -> str | None:
     current = os.environ.get("MUJOCO_GL")
     if current:
         GL_BACKEND_SOURCE = "user"
+        lib = {"egl": "EGL", "osmesa": "OSMesa"}.get(current.lower().strip())
+        if lib and "mujoco" not in sys.modules and not ctypes.util.find_library(lib):
+            # mujoco's own import would fail with an obscure AttributeError
+            raise gl_error(RuntimeError(f"MUJOCO_GL={current} is set but lib{lib} is not installed; unset MUJOCO_GL or install it"))
         return current.lower()
     if "mujoco" in sys.modules:
         # Too late to choose: mujoco already fixed its GL context class.

@@ -188,6 +188,12 @@ class ChunkedEnv(EnvBase):
             done = done | flag.reshape(*self.batch_size, -1).any(-1)
         return done
 
+    def _next_root(self, td: TensorDictBase) -> TensorDictBase:
+        """``"next"`` becomes the root for the following inner step (keeps other root keys)."""
+        return step_mdp(
+            td, keep_other=True, exclude_reward=True, exclude_done=False, exclude_action=True
+        )
+
     # ------------------------------------------------------------------ EnvBase API
     def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
         if tensordict is not None:
@@ -252,20 +258,14 @@ class ChunkedEnv(EnvBase):
             executed = executed + mask.to(torch.int64)
             if track_success:
                 success = success | (mask & nxt.get(self.success_key).reshape(col))
-            if last is None:
+            if last is None or bool(active.all()):
                 last = nxt.copy()
             else:
                 last = torch.where(active, nxt, last)
             active = active & ~self._any_done(nxt)
             if not bool(active.any()) or j == self.chunk_size - 1:
                 break
-            td = step_mdp(
-                td,
-                keep_other=True,
-                exclude_reward=True,
-                exclude_done=False,
-                exclude_action=True,
-            )
+            td = self._next_root(td)
         out = last.copy()
         out.set(self._reward_key, reward_acc)
         out.set(self.steps_executed_key, executed)

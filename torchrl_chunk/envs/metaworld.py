@@ -37,7 +37,9 @@ global ``RandomState`` stream), which training never uses.
 
 from __future__ import annotations
 
+import atexit
 import functools
+import weakref
 from typing import Any, Literal
 
 import numpy as np
@@ -192,6 +194,26 @@ def _bootstrap_task(task: str):
 # ---------------------------------------------------------------------------------------
 # one raw MetaWorld env (numpy level, no TorchRL)
 # ---------------------------------------------------------------------------------------
+_LIVE_RENDERING_SIMS: weakref.WeakSet = weakref.WeakSet()
+_ATEXIT_REGISTERED = False
+
+
+def _close_renderers() -> None:
+    # Free GL contexts before interpreter teardown (otherwise EGL prints tracebacks).
+    for sim in list(_LIVE_RENDERING_SIMS):
+        sim.close_renderer()
+
+
+def _track_renderer(sim: _TaskSim) -> None:
+    global _ATEXIT_REGISTERED
+    if not _ATEXIT_REGISTERED:
+        # registered after MuJoCo's own EGL atexit hook (made with the first context),
+        # so it runs before the display is terminated (atexit runs last-in first-out)
+        atexit.register(_close_renderers)
+        _ATEXIT_REGISTERED = True
+    _LIVE_RENDERING_SIMS.add(sim)
+
+
 class _TaskSim:
     """One raw MetaWorld env of one task: sparse success, step cap, optional renderer."""
 
@@ -248,6 +270,7 @@ class _TaskSim:
     def render(self) -> np.ndarray:
         if self._renderer is None:
             self._renderer = self._make_renderer()
+            _track_renderer(self)
         self._renderer.update_scene(self.raw.data, camera=self._camera)
         return self._renderer.render()
 
@@ -278,10 +301,15 @@ class _TaskSim:
         self._camera = cam
         return renderer
 
-    def close(self) -> None:
+    def close_renderer(self) -> None:
         if self._renderer is not None:
-            self._renderer.close()
-            self._renderer = None
+            try:
+                self._renderer.close()
+            finally:
+                self._renderer = None
+
+    def close(self) -> None:
+        self.close_renderer()
         self.raw.close()
 
 
