@@ -315,7 +315,8 @@ def config_from_octo_json(
     max_len = int(_spec_kwargs(text).get("tokenizer_kwargs", {}).get("max_length", 16))
     head = _spec_kwargs((model.get("heads") or {}).get("action", {}))
     horizon = head.get("action_horizon", head.get("pred_horizon", 4))
-    window = int(raw.get("window_size", 2))
+    traj = ((raw.get("dataset_kwargs") or {}).get("traj_transform_kwargs") or {})
+    window = int(raw.get("window_size", traj.get("window_size", 2)))
     max_horizon = int(model.get("max_horizon", 10))
     return OctoConfig(
         embed_dim=embed_dim,
