@@ -270,6 +270,8 @@ def run_job(cfg, algo: str, task: str, job_dir: Path, position: int = 0) -> dict
             exploration_type=ExplorationType.RANDOM, policy_device=device, env_device="cpu", storing_device="cpu",
         )
         batches = iter(collector)
+        if restored is not None:  # building the collector may draw random numbers: undo that
+            torch.set_rng_state(restored["torch_rng"])
         bar = tqdm(total=total, initial=state["env_steps"], desc=f"{algo} {task}", position=position,
                    unit="step", dynamic_ncols=True, leave=True, file=sys.stdout, mininterval=2.0)
         next_eval = (state["env_steps"] // cfg.train.eval_every_env_steps + 1) * cfg.train.eval_every_env_steps

@@ -1,0 +1,48 @@
+"""Merge the results of several MT10 run directories into one Table I.
+
+    python recipes/merge_results.py runs/mt10/A runs/mt10/B [--out merged]
+
+Each run directory holds jobs/<algo>/<task>/result.json (written by recipes/mt10.py).
+Columns are the algorithms' labels; when two runs have the same label, the later run
+directory wins for the tasks they share. Writes <out>/results.md and <out>/results.csv
+and prints the markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from torchrl_chunk.evaluation import results_to_csv, results_to_markdown
+
+
+def collect(run_dirs: list[Path]) -> dict[str, dict[str, dict]]:
+    table: dict[str, dict[str, dict]] = {}
+    for run_dir in run_dirs:
+        files = sorted(run_dir.glob("jobs/*/*/result.json"))
+        if not files:
+            raise SystemExit(f"error: {run_dir} holds no jobs/<algo>/<task>/result.json; is it a finished run?")
+        for f in files:
+            r = json.loads(f.read_text())
+            table.setdefault(r["label"], {})[r["task"]] = r["metrics"]
+    return table
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dirs", nargs="+", type=Path)
+    p.add_argument("--out", type=Path, default=None, help="directory for results.md/.csv")
+    args = p.parse_args(argv)
+    table = collect(args.run_dirs)
+    md = results_to_markdown(table)
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "results.md").write_text(md)
+        (args.out / "results.csv").write_text(results_to_csv(table))
+    sys.stdout.write(md)
+
+
+if __name__ == "__main__":
+    main()
