@@ -96,6 +96,15 @@ def test_flat_batch_is_split_on_done_and_incomplete_tail_is_counted():
     assert report.rejected == {"failure": 1, "incomplete": 1}
 
 
+def test_list_elements_holding_several_trajectories_are_split():
+    """Collector rows: each row holds consecutive episodes and a running tail."""
+    buf = buffer()
+    rows = [torch.cat([traj(3), traj(4), traj(2)[:1]]), torch.cat([traj(9), traj(6, success=False)])]
+    report = buf.extend(rows)
+    assert report.admitted_lengths == [3, 4]
+    assert report.rejected == {"incomplete": 1, "too_long": 1, "failure": 1}
+
+
 def test_eviction_removes_longest_first_not_oldest():
     buf = buffer(experts=(5, 8, 6), max_size=19)  # full
     report = buf.extend([traj(4)])

@@ -230,9 +230,10 @@ class LengthFilteredReplayBuffer(TensorDictReplayBuffer):
     def extend(self, trajectories: Sequence[TensorDictBase] | TensorDictBase) -> AdmissionReport:
         """Offer complete trajectories; admit the successful ones no longer than the limit.
 
-        ``trajectories`` is a list of per-trajectory TensorDicts or one flat TensorDict of
-        consecutive trajectories delimited by ``("next", "done")``; a trailing segment
-        without a done flag is counted as ``"incomplete"`` and skipped.
+        ``trajectories`` is one TensorDict ``[T]`` or a list of them (e.g. the rows of a
+        collector batch); each may hold several consecutive trajectories delimited by
+        ``("next", "done")``. A trailing segment without a done flag (an episode still
+        running) is counted as ``"incomplete"`` and skipped.
         Returns an :class:`AdmissionReport`; the running totals are in ``self.stats``.
         """
         report = AdmissionReport()
@@ -325,35 +326,31 @@ class LengthFilteredReplayBuffer(TensorDictReplayBuffer):
 
     # -- internals --------------------------------------------------------------------
     def _split(self, data, report: AdmissionReport | None) -> Iterable[TensorDictBase]:
+        """Yield complete trajectories: every input TensorDict is cut after each done."""
         if isinstance(data, TensorDictBase):
-            if data.batch_dims != 1:
+            data = [data]
+        for part in data:
+            if not isinstance(part, TensorDictBase) or part.batch_dims != 1:
                 raise ValueError(
-                    f"Expected trajectories with one time dim [T] (or a list of them), got "
-                    f"batch {tuple(data.batch_size)}. Flatten collector output with "
-                    "reshape(-1) per env, or use Collector(traj_format='cat')."
+                    "Expected trajectories with one time dim [T] (or a list of them), got "
+                    f"{getattr(part, 'batch_size', type(part).__name__)}. Pass collector batches "
+                    "row by row ([batch[i] for i in range(batch.shape[0])]) or use "
+                    "Collector(traj_format='cat')."
                 )
-            if data.shape[0] == 0:
-                raise ValueError("Got an empty trajectory batch (0 steps).")
-            done = self._get(data, _DONE).reshape(-1)
-            ends = torch.nonzero(done).flatten().tolist()
+            if part.shape[0] == 0:
+                raise ValueError("Got an empty trajectory (0 steps).")
+            done = self._get(part, _DONE).reshape(-1)
             start = 0
-            for end in ends:
-                yield data[start : end + 1]
+            for end in torch.nonzero(done).flatten().tolist():
+                yield part[start : end + 1]
                 start = end + 1
-            if start < data.shape[0]:
+            if start < part.shape[0]:
                 if report is None:
                     raise ValueError(
-                        "The last expert trajectory has no done flag at its end: expert "
-                        "demos must be complete trajectories."
+                        "An expert trajectory has no done flag at its end: expert demos must "
+                        "be complete trajectories."
                     )
                 report._reject("incomplete")
-            return
-        for traj in data:
-            if not isinstance(traj, TensorDictBase) or traj.batch_dims != 1:
-                raise TypeError("Each trajectory must be a TensorDict with batch size [T].")
-            if traj.shape[0] == 0:
-                raise ValueError("Got an empty trajectory (0 steps).")
-            yield traj
 
     @staticmethod
     def _get(traj: TensorDictBase, key) -> torch.Tensor:
