@@ -118,18 +118,40 @@ def build_model(cfg, demos, horizon: int):
             separate_critic=m.separate_critic, log_std_init=m.log_std_init,
         )
     if m.name == "octo_small":
-        from torchrl_chunk.modules.octo import make_recipe_actor_critic
+        from torchrl_chunk.envs import TASK_INSTRUCTIONS
+        from torchrl_chunk.modules.octo import OctoConfig, make_octo_actor_critic
 
-        return make_recipe_actor_critic(m, horizon=horizon)
+        if m.instructions == "random":  # smoke tests only: no T5 here
+            gen = torch.Generator().manual_seed(int(cfg.seed))
+            instructions = torch.randn(len(MT10_TASKS), 16, 768, generator=gen)
+        elif m.instructions:
+            instructions = Path(m.instructions)
+        elif m.t5_path:
+            instructions = [TASK_INSTRUCTIONS[t] for t in MT10_TASKS]
+        else:
+            raise SystemExit(
+                "error: model=octo_small needs task-instruction embeddings: set model.t5_path to a "
+                "local t5-base directory, or model.instructions to a table made by "
+                "`python -m torchrl_chunk.modules.octo.convert instructions T5_DIR DST` (docs/octo.md)."
+            )
+        if m.checkpoint is None:
+            print("warning: model.checkpoint is null: Octo starts from random weights", file=sys.stderr)
+        return make_octo_actor_critic(
+            OctoConfig.tiny() if m.size == "tiny" else None, horizon, 4, instructions=instructions,
+            checkpoint=m.checkpoint, separate_critic=m.separate_critic, t5_path=m.t5_path,
+            log_std_init=m.log_std_init,
+        )
     raise SystemExit(f"error: unknown model {m.name!r}; valid: mlp, pixel, octo_small")
 
 
-def make_optimizer(cfg, actor, critic):
+def make_optimizer(cfg, actor, critic, lr: float | None = None):
+    """Two parameter groups: the actor's (incl. a shared trunk) and the critic-only ones."""
     actor_params = list(actor.parameters())
     ids = {id(p) for p in actor_params}
     critic_only = [p for p in critic.parameters() if id(p) not in ids]
-    critic_lr = cfg.optim.critic_lr if cfg.optim.critic_lr is not None else cfg.optim.lr
-    groups = [{"params": actor_params, "lr": cfg.optim.lr}, {"params": critic_only, "lr": critic_lr}]
+    lr = cfg.optim.lr if lr is None else lr
+    critic_lr = cfg.optim.critic_lr if cfg.optim.critic_lr is not None else lr
+    groups = [{"params": actor_params, "lr": lr}, {"params": critic_only, "lr": critic_lr}]
     if cfg.optim.name == "adamw":
         return torch.optim.AdamW(groups, weight_decay=cfg.optim.weight_decay)
     if cfg.optim.name == "adam":
@@ -240,23 +262,28 @@ def run_job(cfg, algo: str, task: str, job_dir: Path, position: int = 0) -> dict
     logger = get_logger(cfg.logger.backend, logger_name=str(job_dir / "logs"), experiment_name=f"{algo}_{task}")
 
     state = {"phase": "sft", "iteration": 0, "env_steps": 0, "updates": 0, "history": [],
-             "episodes": 0, "successes": 0, "gen": gen.get_state()}
+             "episodes": 0, "successes": 0, "gen": gen.get_state(), "wall_time_s": 0.0}
     restored = load_checkpoint(job_dir, modules, buffer)
     if restored is not None:
         state.update({k: restored[k] for k in state})
         gen.set_state(state["gen"])
+    wall_before = state["wall_time_s"]  # time spent before a resume
+
+    def checkpoint() -> None:
+        state["gen"] = gen.get_state()
+        state["wall_time_s"] = wall_before + time.time() - t_start
+        save_checkpoint(job_dir, state, modules, buffer if spec.bc else None)
 
     # -- SFT: behaviour cloning on the expert demos (t = 0 of Eq. 8) ---------------------
     if state["phase"] == "sft":
-        sft_optim = torch.optim.Adam(actor.parameters(), lr=cfg.optim.lr if cfg.optim.name == "adamw" else cfg.optim.lr)
+        sft_optim = make_optimizer(cfg, actor, critic, lr=cfg.bc.pretrain_lr)
         for _ in range(int(cfg.bc.pretrain_steps)):
             out = bc_loss(buffer.sample(int(cfg.bc.pretrain_batch_size)).to(device))
             sft_optim.zero_grad()
             out["loss_bc"].backward()
             sft_optim.step()
         state["phase"] = "rl" if spec.ppo else "eval"
-        state["gen"] = gen.get_state()
-        save_checkpoint(job_dir, state, modules, buffer if spec.bc else None)
+        checkpoint()
 
     # -- RL: collect -> buffer -> GAE -> PPO (+ self-BC) ---------------------------------
     if state["phase"] == "rl":
@@ -268,6 +295,7 @@ def run_job(cfg, algo: str, task: str, job_dir: Path, position: int = 0) -> dict
         collector = Collector(
             env, actor, frames_per_batch=cfg.env.num_envs * cfg.env.decisions_per_env, total_frames=-1,
             exploration_type=ExplorationType.RANDOM, policy_device=device, env_device="cpu", storing_device="cpu",
+            auto_register_policy_transforms=False,  # the chunk policies are not recurrent
         )
         batches = iter(collector)
         if restored is not None:  # building the collector may draw random numbers: undo that
@@ -318,7 +346,6 @@ def run_job(cfg, algo: str, task: str, job_dir: Path, position: int = 0) -> dict
                     schedule.step(steps)
                 state["env_steps"] += steps
                 state["iteration"] += 1
-                state["gen"] = gen.get_state()
 
                 # -- logging -------------------------------------------------------------------
                 row = {k: float(np.mean([l[k] for l in logs if k in l])) for k in logs[0]}
@@ -347,7 +374,7 @@ def run_job(cfg, algo: str, task: str, job_dir: Path, position: int = 0) -> dict
                 if state["iteration"] % int(cfg.train.checkpoint_every_iters) == 0 or state["env_steps"] >= total:
                     if state["env_steps"] >= total:
                         state["phase"] = "eval"
-                    save_checkpoint(job_dir, state, modules, buffer if spec.bc else None)
+                    checkpoint()
         except FloatingPointError as err:
             raise SystemExit(
                 f"error: {algo}/{task} stopped at iteration {state['iteration']}: {err}. The last good "
@@ -362,7 +389,7 @@ def run_job(cfg, algo: str, task: str, job_dir: Path, position: int = 0) -> dict
     result = {
         "algo": algo, "label": spec.label, "task": task, "metrics": metrics,
         "env_steps": state["env_steps"], "updates": state["updates"],
-        "wall_time_s": time.time() - t_start + float(state.get("wall_time_s", 0.0)),
+        "wall_time_s": wall_before + time.time() - t_start,
         "buffer": {"trajectories": buffer.num_trajectories, "admitted": buffer.stats.admitted,
                    "rejected": buffer.stats.rejected, "evicted": buffer.stats.evicted,
                    "length_limit": buffer.length_limit},

@@ -93,6 +93,32 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path):
         torch.testing.assert_close(pa[k], pb[k], rtol=0, atol=0)
 
 
+def _has_gl() -> bool:
+    import ctypes.util
+
+    return bool(ctypes.util.find_library("EGL") or ctypes.util.find_library("OSMesa"))
+
+
+@pytest.mark.skipif(not _has_gl(), reason="no headless GL (EGL/OSMesa): pixel observations unavailable")
+@pytest.mark.parametrize("model", ["pixel", "octo_small"])
+def test_pixel_models_run_in_the_recipe(tmp_path, model):
+    extra = ["model.size=tiny", "model.instructions=random"] if model == "octo_small" else []
+    proc = run(
+        ["preset=smoke", "algo=ours", f"model={model}", *extra, "env.image_size=32", "env.num_envs=2",
+         "train.total_env_steps=100", "bc.pretrain_steps=2", "eval.episodes=2", "eval.num_envs=2",
+         "train.quick_eval_episodes=2", "run_dir=run"],
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "run/jobs/ours/reach-v3/result.json").read_text())
+    assert result["env_steps"] >= 100 and result["metrics"]["num_episodes"] == 2
+
+
+def test_octo_without_instructions_is_refused(tmp_path):
+    proc = run(["preset=smoke", "model=octo_small", "model.size=tiny", "run_dir=run"], tmp_path)
+    assert proc.returncode != 0 and "t5_path" in proc.stdout + proc.stderr
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -1,4 +1,11 @@
-"""Policies: chunk heads shared by every backbone, and the backbones themselves."""
+"""Policies: chunk heads shared by every backbone, and the backbones themselves.
+
+* :mod:`.heads` -- the paper's single-Linear chunk-Gaussian and value heads, and
+  :func:`make_chunk_actor_critic` that puts them on any backbone;
+* :mod:`.mlp` -- the CPU default (state MLP + task embedding);
+* :mod:`.pixel` -- a small CNN on the camera image + task embedding;
+* :mod:`.octo` -- the Octo-small port (import ``torchrl_chunk.modules.octo``).
+"""
 
 from torchrl_chunk.modules.heads import (
     EMBEDDING_KEY,
@@ -6,5 +13,17 @@ from torchrl_chunk.modules.heads import (
     ValueHead,
     make_chunk_actor_critic,
 )
+from torchrl_chunk.modules.mlp import StateEncoder, make_mlp_actor_critic, observation_stats
+from torchrl_chunk.modules.pixel import PixelEncoder, make_pixel_actor_critic
 
-__all__ = ["EMBEDDING_KEY", "ChunkGaussianHead", "ValueHead", "make_chunk_actor_critic"]
+__all__ = [
+    "EMBEDDING_KEY",
+    "ChunkGaussianHead",
+    "PixelEncoder",
+    "StateEncoder",
+    "ValueHead",
+    "make_chunk_actor_critic",
+    "make_mlp_actor_critic",
+    "make_pixel_actor_critic",
+    "observation_stats",
+]
