@@ -136,8 +136,10 @@ def build_model(cfg, demos, horizon: int):
             )
         if m.checkpoint is None:
             print("warning: model.checkpoint is null: Octo starts from random weights", file=sys.stderr)
+        window = {"window_size": int(m.window_size)}
+        config = OctoConfig.tiny(**window) if m.size == "tiny" else OctoConfig(**window)
         return make_octo_actor_critic(
-            OctoConfig.tiny() if m.size == "tiny" else None, horizon, 4, instructions=instructions,
+            config, horizon, 4, instructions=instructions,
             checkpoint=m.checkpoint, separate_critic=m.separate_critic, t5_path=m.t5_path,
             log_std_init=m.log_std_init,
         )
@@ -251,6 +253,7 @@ def run_job(cfg, algo: str, task: str, job_dir: Path, position: int = 0) -> dict
         actor, critic, horizon=h, discount=cfg.ppo.discount, gamma=cfg.ppo.gamma, lmbda=cfg.ppo.lmbda,
         clip_epsilon=cfg.ppo.clip_epsilon, clip_value=cfg.ppo.clip_value, critic_coeff=cfg.ppo.critic_coeff,
         entropy_coeff=cfg.ppo.entropy_coeff, normalize_advantage=cfg.ppo.normalize_advantage,
+        deactivate_vmap=cfg.model.name != "mlp",  # torch.vmap does not support the conv layers
     )
     schedule = TanhWarmup(cfg.schedule.warmup_steps) if spec.schedule == "tanh" else Constant(cfg.schedule.constant)
     loss = PPOBCLoss(

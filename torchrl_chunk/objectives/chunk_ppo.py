@@ -78,6 +78,8 @@ class ChunkClipPPOLoss(ClipPPOLoss):
         horizon: expected chunk length ``h``; checked against the action when given.
         discount: ``"chunk"`` or ``"step"``, see above.
         gamma, lmbda: GAE discount and lambda.
+        deactivate_vmap: evaluate the critic in GAE without ``torch.vmap`` (needed for
+            critics whose layers vmap does not support, e.g. convolutions).
         clip_epsilon, clip_value, loss_critic_type, critic_coeff, entropy_coeff: as in
             ``ClipPPOLoss``; defaults are the paper's.
         **kwargs: any other ``ClipPPOLoss`` keyword (``normalize_advantage``,
@@ -110,6 +112,7 @@ class ChunkClipPPOLoss(ClipPPOLoss):
         loss_critic_type: str = "l2",
         critic_coeff: float | None = 0.5,
         entropy_coeff: float | None = 0.0,
+        deactivate_vmap: bool = False,
         **kwargs,
     ) -> None:
         if discount not in ("chunk", "step"):
@@ -131,7 +134,9 @@ class ChunkClipPPOLoss(ClipPPOLoss):
         self.horizon = horizon
         self.discount = discount
         if critic_network is not None:
-            self.make_value_estimator(ValueEstimators.GAE, gamma=gamma, lmbda=lmbda)
+            self.make_value_estimator(
+                ValueEstimators.GAE, gamma=gamma, lmbda=lmbda, deactivate_vmap=deactivate_vmap
+            )
             if discount == "step":
                 self.value_estimator.set_keys(steps_to_next_obs=("next", STEPS_EXECUTED_KEY))
 
