@@ -455,7 +455,17 @@ def prepare_run_dir(cfg) -> tuple[DictConfig, Path]:
         cfg = OmegaConf.load(saved)
         print(f"resuming {run_dir}")
         return cfg, run_dir
-    run_dir = Path(cfg.run_dir or Path("runs") / "mt10" / time.strftime("%Y%m%d_%H%M%S"))
+    if cfg.run_dir:
+        run_dir = Path(cfg.run_dir)
+    else:
+        stamp = time.strftime("%Y%m%d_%H%M%S")
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+        if hc.mode == RunMode.MULTIRUN:  # one directory per --multirun job
+            stamp += f"_{hc.job.num}_{'-'.join(cfg.algo.names)}"
+        run_dir = Path("runs") / "mt10" / stamp
     run_dir.mkdir(parents=True, exist_ok=True)
     resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     resolved.run_dir = str(run_dir)

@@ -126,6 +126,7 @@ def test_octo_without_instructions_is_refused(tmp_path):
         (["tasks=[reach-v4]"], "unknown task"),
         (["model=resnet"], "model"),
         (["resume=does/not/exist"], "not a run directory"),
+        (["+model.horizon=3"], "model.horizon=3"),
     ],
 )
 def test_bad_input_is_reported(tmp_path, args, message):
