@@ -1,0 +1,42 @@
+"""recipes/merge_results.py: several run directories -> one Table I."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+_spec = importlib.util.spec_from_file_location("merge_results", ROOT / "recipes" / "merge_results.py")
+merge_results = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(merge_results)
+
+
+def write_result(run: Path, algo: str, label: str, task: str, acc: float, avg: float | None):
+    job = run / "jobs" / algo / task
+    job.mkdir(parents=True)
+    metrics = {"success_rate": acc, "len_p10": avg, "avg_shortest_10pct": avg}
+    (job / "result.json").write_text(json.dumps({"label": label, "task": task, "metrics": metrics}))
+
+
+def test_merges_columns_from_two_runs(tmp_path, capsys):
+    write_result(tmp_path / "a", "sft", "SFT", "reach-v3", 0.5, 30.0)
+    write_result(tmp_path / "a", "sft", "SFT", "push-v3", 0.25, 50.0)
+    write_result(tmp_path / "b", "ours", "Ours", "reach-v3", 1.0, 20.0)
+    write_result(tmp_path / "b", "ours", "Ours", "push-v3", 0.75, None)
+    merge_results.main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "m")])
+    md = (tmp_path / "m" / "results.md").read_text()
+    assert md == capsys.readouterr().out
+    lines = md.splitlines()
+    assert lines[2] == "|  | SFT | Ours | SFT | Ours | SFT | Ours |"
+    assert lines[3].startswith("| Reach | 0.50 | 1.00 | 30.00 | 20.00 |")
+    assert lines[4].startswith("| Push | 0.25 | 0.75 | 50.00 | – |")
+    assert lines[5] == "| Average | 0.38 | 0.88 | 40.00 | – | 40.00 | – |"
+    assert (tmp_path / "m" / "results.csv").read_text().splitlines()[1] == ",SFT,Ours,SFT,Ours,SFT,Ours"
+
+
+def test_not_a_run_directory(tmp_path):
+    with pytest.raises(SystemExit, match="no jobs"):
+        merge_results.main([str(tmp_path)])
