@@ -282,6 +282,11 @@ def run_job(cfg, algo: str, task: str, job_dir: Path, position: int = 0) -> dict
         sft_optim = make_optimizer(cfg, actor, critic, lr=cfg.bc.pretrain_lr)
         for _ in range(int(cfg.bc.pretrain_steps)):
             out = bc_loss(buffer.sample(int(cfg.bc.pretrain_batch_size)).to(device))
+            if not torch.isfinite(out["loss_bc"]):
+                raise SystemExit(
+                    f"error: {algo}/{task}: the SFT loss became {out['loss_bc'].item()}; lower "
+                    "bc.pretrain_lr or check the demos. Nothing was checkpointed."
+                )
             sft_optim.zero_grad()
             out["loss_bc"].backward()
             sft_optim.step()
