@@ -3,8 +3,9 @@
     python recipes/merge_results.py runs/mt10/A runs/mt10/B [--out merged]
 
 Each run directory holds jobs/<algo>/<task>/result.json (written by recipes/mt10.py).
-Columns are the algorithms' labels; when two runs have the same label, the later run
-directory wins for the tasks they share. Writes <out>/results.md and <out>/results.csv
+Columns are the algorithms' labels, in Table I's order (SFT, SFT-100, PPO, Ours, then any
+others); when two runs have the same label, the later run directory wins for the tasks
+they share. Writes <out>/results.md and <out>/results.csv
 and prints the markdown table.
 """
 
@@ -18,6 +19,10 @@ from pathlib import Path
 from torchrl_chunk.evaluation import results_to_csv, results_to_markdown
 
 
+#: Column order of the paper's Table I; other labels (ablations) follow in order of appearance.
+TABLE_I_ORDER = ["SFT", "SFT-100", "PPO", "Ours"]
+
+
 def collect(run_dirs: list[Path]) -> dict[str, dict[str, dict]]:
     table: dict[str, dict[str, dict]] = {}
     for run_dir in run_dirs:
@@ -27,7 +32,8 @@ def collect(run_dirs: list[Path]) -> dict[str, dict[str, dict]]:
         for f in files:
             r = json.loads(f.read_text())
             table.setdefault(r["label"], {})[r["task"]] = r["metrics"]
-    return table
+    known = [label for label in TABLE_I_ORDER if label in table]
+    return {label: table[label] for label in known + [k for k in table if k not in known]}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -26,7 +26,7 @@ def test_merges_columns_from_two_runs(tmp_path, capsys):
     write_result(tmp_path / "a", "sft", "SFT", "push-v3", 0.25, 50.0)
     write_result(tmp_path / "b", "ours", "Ours", "reach-v3", 1.0, 20.0)
     write_result(tmp_path / "b", "ours", "Ours", "push-v3", 0.75, None)
-    merge_results.main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "m")])
+    merge_results.main([str(tmp_path / "b"), str(tmp_path / "a"), "--out", str(tmp_path / "m")])
     md = (tmp_path / "m" / "results.md").read_text()
     assert md == capsys.readouterr().out
     lines = md.splitlines()
