@@ -296,12 +296,14 @@ def run_job(cfg, algo: str, task: str, job_dir: Path, position: int = 0) -> dict
     # -- RL: collect -> buffer -> GAE -> PPO (+ self-BC) ---------------------------------
     if state["phase"] == "rl":
         total = int(cfg.train.total_env_steps)
+        # Every collection starts from fresh episodes, so it must be long enough to finish one.
+        decisions = int(cfg.env.decisions_per_env or math.ceil(cfg.env.max_steps / h))
         env = make_metaworld_env(
             task, num_envs=cfg.env.num_envs, chunk_size=h, seed=seed, max_steps=cfg.env.max_steps,
             from_pixels=cfg.env.from_pixels, image_size=cfg.env.image_size, num_workers=cfg.env.num_workers,
         )
         collector = Collector(
-            env, actor, frames_per_batch=cfg.env.num_envs * cfg.env.decisions_per_env, total_frames=-1,
+            env, actor, frames_per_batch=cfg.env.num_envs * decisions, total_frames=-1,
             exploration_type=ExplorationType.RANDOM, policy_device=device, env_device="cpu", storing_device="cpu",
             auto_register_policy_transforms=False,  # the chunk policies are not recurrent
         )
