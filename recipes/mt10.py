@@ -42,7 +42,8 @@ from torchrl.collectors import Collector
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.record.loggers import get_logger
 
-CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_DIR = "checkpoint"  # <job>/checkpoint/{state.pt, buffer/}
+CHECKPOINT = "state.pt"
 RESULT = "result.json"
 _ITER_SEED_STREAM = 7  # derive_seed stream for per-iteration env reseeding
 
@@ -162,9 +163,35 @@ def make_optimizer(cfg, actor, critic, lr: float | None = None):
 
 
 # ----------------------------------------------------------------------------------------
-# checkpoints: atomic, never with non-finite weights
+# checkpoints: one directory per job, swapped in whole; never with non-finite weights
 # ----------------------------------------------------------------------------------------
+# <job>/checkpoint/ holds state.pt (weights, optimiser, RNG, counters) and buffer/ (the demo
+# buffer), always from the same iteration. A save writes checkpoint.tmp/ completely, then
+# renames checkpoint/ -> checkpoint.old/, checkpoint.tmp/ -> checkpoint/, and deletes
+# checkpoint.old/. A kill at any point leaves one complete checkpoint that
+# recover_checkpoint() finds: checkpoint/ if it exists, otherwise checkpoint.old/.
+def _checkpoint_dirs(job_dir: Path) -> tuple[Path, Path, Path]:
+    return tuple(job_dir / (CHECKPOINT_DIR + suffix) for suffix in ("", ".old", ".tmp"))
+
+
+def recover_checkpoint(job_dir: Path) -> Path | None:
+    """Bring ``job_dir`` back to one consistent checkpoint after a kill; return its directory."""
+    import shutil
+
+    ckpt, old, tmp = _checkpoint_dirs(job_dir)
+    if tmp.exists():  # killed while writing (or before its rename): never trusted
+        shutil.rmtree(tmp)
+    if old.exists():
+        if ckpt.exists():  # killed while deleting the previous checkpoint
+            shutil.rmtree(old)
+        else:  # killed between the two renames: the previous checkpoint is the good one
+            os.replace(old, ckpt)
+    return ckpt if (ckpt / CHECKPOINT).exists() else None
+
+
 def save_checkpoint(job_dir: Path, state: dict, modules: dict, buffer) -> None:
+    import shutil
+
     for name, module in modules.items():
         for pname, p in module.state_dict().items():
             if torch.is_tensor(p) and p.is_floating_point() and not torch.isfinite(p).all():
@@ -174,36 +201,40 @@ def save_checkpoint(job_dir: Path, state: dict, modules: dict, buffer) -> None:
     payload = dict(state)
     payload["modules"] = {k: v.state_dict() for k, v in modules.items()}
     payload["torch_rng"] = torch.get_rng_state()
+    recover_checkpoint(job_dir)
+    ckpt, old, tmp = _checkpoint_dirs(job_dir)
+    tmp.mkdir()
     if buffer is not None:
-        buffer.dumps(job_dir / "buffer.tmp")
-    tmp = job_dir / (CHECKPOINT + ".tmp")
-    torch.save(payload, tmp)
-    if buffer is not None:
-        if (job_dir / "buffer").exists():
-            os.replace(job_dir / "buffer", job_dir / "buffer.old")
-        os.replace(job_dir / "buffer.tmp", job_dir / "buffer")
-    os.replace(tmp, job_dir / CHECKPOINT)
-    if (job_dir / "buffer.old").exists():
-        import shutil
-
-        shutil.rmtree(job_dir / "buffer.old")
+        buffer.dumps(tmp / "buffer")
+    with open(tmp / CHECKPOINT, "wb") as f:
+        torch.save(payload, f)
+        f.flush()
+        os.fsync(f.fileno())
+    if ckpt.exists():
+        os.replace(ckpt, old)
+    os.replace(tmp, ckpt)
+    if old.exists():
+        shutil.rmtree(old)
 
 
 def load_checkpoint(job_dir: Path, modules: dict, buffer) -> dict | None:
-    path = job_dir / CHECKPOINT
-    if not path.exists():
+    ckpt = recover_checkpoint(job_dir)
+    if ckpt is None:
         return None
+    path = ckpt / CHECKPOINT
     try:
         payload = torch.load(path, weights_only=False)
         for k, module in modules.items():
             module.load_state_dict(payload["modules"][k])
+        if buffer is not None:
+            if not (ckpt / "buffer").exists():
+                raise FileNotFoundError(f"{ckpt / 'buffer'} (the demo buffer saved with it) is missing")
+            buffer.loads(ckpt / "buffer")
     except Exception as err:  # noqa: BLE001 - report any unreadable checkpoint the same way
         raise SystemExit(
-            f"error: checkpoint {path} cannot be loaded ({type(err).__name__}: {err}). "
-            "Delete it to restart this job from scratch."
+            f"error: checkpoint {ckpt} cannot be loaded ({type(err).__name__}: {err}). "
+            f"Delete {ckpt} to restart this job from scratch."
         ) from err
-    if buffer is not None and (job_dir / "buffer").exists():
-        buffer.loads(job_dir / "buffer")
     torch.set_rng_state(payload["torch_rng"])
     return payload
 
@@ -266,7 +297,7 @@ def run_job(cfg, algo: str, task: str, job_dir: Path, position: int = 0) -> dict
 
     state = {"phase": "sft", "iteration": 0, "env_steps": 0, "updates": 0, "history": [],
              "episodes": 0, "successes": 0, "gen": gen.get_state(), "wall_time_s": 0.0}
-    restored = load_checkpoint(job_dir, modules, buffer)
+    restored = load_checkpoint(job_dir, modules, buffer if spec.bc else None)
     if restored is not None:
         state.update({k: restored[k] for k in state})
         gen.set_state(state["gen"])
@@ -388,7 +419,7 @@ def run_job(cfg, algo: str, task: str, job_dir: Path, position: int = 0) -> dict
         except FloatingPointError as err:
             raise SystemExit(
                 f"error: {algo}/{task} stopped at iteration {state['iteration']}: {err}. The last good "
-                f"checkpoint is {job_dir / CHECKPOINT}; lower optim.lr or check the data, then resume."
+                f"checkpoint is {job_dir / CHECKPOINT_DIR}; lower optim.lr or check the data, then resume."
             ) from err
         finally:
             bar.close()

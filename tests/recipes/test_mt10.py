@@ -46,8 +46,9 @@ def test_smoke_pipeline_writes_table_and_artifacts(smoke_run):
     sft = json.loads((run_dir / "jobs/sft/reach-v3/result.json").read_text())
     assert sft["env_steps"] == 0  # SFT never interacts with the env
     assert (run_dir / "config.yaml").exists()
-    assert (run_dir / "jobs/ours/reach-v3/checkpoint.pt").exists()
-    assert (run_dir / "jobs/ours/reach-v3/buffer/length_filtered_buffer.json").exists()
+    assert (run_dir / "jobs/ours/reach-v3/checkpoint/state.pt").exists()
+    assert (run_dir / "jobs/ours/reach-v3/checkpoint/buffer/length_filtered_buffer.json").exists()
+    assert not list((run_dir / "jobs/ours/reach-v3").glob("checkpoint.*"))  # no leftovers
     assert (run_dir / "jobs/ours/reach-v3/learning_curve.png").stat().st_size > 1000
     assert "run directory" in proc.stdout
 
@@ -62,7 +63,7 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path):
         [sys.executable, str(RECIPE), *args, "run_dir=killed"], cwd=tmp_path, env=env,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
-    ckpt = tmp_path / "killed/jobs/ours/reach-v3/checkpoint.pt"
+    ckpt = tmp_path / "killed/jobs/ours/reach-v3/checkpoint/state.pt"
     deadline = time.time() + 300
     killed_at = None
     while time.time() < deadline and proc.poll() is None:
@@ -87,8 +88,8 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path):
     assert b["metrics"] == a["metrics"]
     assert b["history"] == a["history"]
     assert (b["env_steps"], b["updates"], b["buffer"]) == (a["env_steps"], a["updates"], a["buffer"])
-    pa = torch.load(tmp_path / "full/jobs/ours/reach-v3/checkpoint.pt", weights_only=False)["modules"]["actor"]
-    pb = torch.load(tmp_path / "killed/jobs/ours/reach-v3/checkpoint.pt", weights_only=False)["modules"]["actor"]
+    pa = torch.load(tmp_path / "full/jobs/ours/reach-v3/checkpoint/state.pt", weights_only=False)["modules"]["actor"]
+    pb = torch.load(tmp_path / "killed/jobs/ours/reach-v3/checkpoint/state.pt", weights_only=False)["modules"]["actor"]
     for k in pa:
         torch.testing.assert_close(pa[k], pb[k], rtol=0, atol=0)
 
@@ -137,9 +138,11 @@ def test_bad_input_is_reported(tmp_path, args, message):
 
 
 def test_corrupt_checkpoint_is_reported(tmp_path):
-    job = tmp_path / "run/jobs/sft/reach-v3"
+    job = tmp_path / "run/jobs/sft/reach-v3/checkpoint"
     job.mkdir(parents=True)
-    (job / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    (job / "state.pt").write_bytes(b"not a checkpoint")
     proc = run(["preset=smoke", "algo=sft", "run_dir=run"], tmp_path)
     assert proc.returncode != 0
-    assert "cannot be loaded" in proc.stdout + proc.stderr and "Delete it" in proc.stdout + proc.stderr
+    out = proc.stdout + proc.stderr
+    assert "cannot be loaded" in out and "Delete run/jobs/sft/reach-v3/checkpoint" in out
+    assert (job / "state.pt").read_bytes() == b"not a checkpoint"  # never overwritten

@@ -1,0 +1,138 @@
+"""The recipe's checkpoint survives a kill at any point of a save (weights and buffer agree)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+_spec = importlib.util.spec_from_file_location("mt10_recipe", ROOT / "recipes" / "mt10.py")
+mt10 = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(mt10)
+
+
+class Killed(BaseException):
+    """Stands in for SIGKILL: nothing after it runs, no cleanup handler sees it."""
+
+
+class TwoFileBuffer:
+    """The recipe's buffer contract (dumps/loads a directory), with an iteration marker."""
+
+    def __init__(self, iteration: int = -1):
+        self.iteration = iteration
+
+    def dumps(self, path):
+        path = Path(path)
+        path.mkdir(parents=True)
+        for name in ("a.txt", "b.txt"):
+            _ops.tick()  # a kill may land between the two files
+            (path / name).write_text(str(self.iteration))
+
+    def loads(self, path):
+        a, b = ((Path(path) / n).read_text() for n in ("a.txt", "b.txt"))
+        assert a == b, "torn buffer"
+        self.iteration = int(a)
+
+
+class _Ops:
+    """Counts file-system steps of a save and raises Killed at step ``kill_at``."""
+
+    def __init__(self):
+        self.kill_at, self.count = None, 0
+
+    def tick(self):
+        self.count += 1
+        if self.kill_at is not None and self.count == self.kill_at:
+            raise Killed
+
+
+_ops = _Ops()
+
+
+@pytest.fixture
+def interruptible(monkeypatch):
+    real_replace, real_rmtree = os.replace, shutil.rmtree
+
+    def replace(*a, **k):
+        _ops.tick()
+        return real_replace(*a, **k)
+
+    def rmtree(path, *a, **k):
+        _ops.tick()
+        files = sorted(p for p in Path(path).rglob("*") if p.is_file())
+        if files:  # delete one file, then maybe die half-way through the tree
+            files[0].unlink()
+            _ops.tick()
+        return real_rmtree(path, *a, **k)
+
+    monkeypatch.setattr(mt10.os, "replace", replace)
+    monkeypatch.setattr(shutil, "rmtree", rmtree)
+    _ops.kill_at, _ops.count = None, 0
+    yield _ops
+    _ops.kill_at = None
+
+
+def _save(job_dir, iteration):
+    actor = torch.nn.Linear(2, 2)
+    torch.nn.init.constant_(actor.weight, float(iteration))
+    mt10.save_checkpoint(job_dir, {"iteration": iteration}, {"actor": actor}, TwoFileBuffer(iteration))
+
+
+def _load(job_dir):
+    actor, buffer = torch.nn.Linear(2, 2), TwoFileBuffer()
+    payload = mt10.load_checkpoint(job_dir, {"actor": actor}, buffer)
+    assert payload is not None
+    assert payload["iteration"] == buffer.iteration == int(actor.weight[0, 0])  # one iteration
+    return payload["iteration"]
+
+
+def test_save_steps_are_counted(tmp_path, interruptible):
+    _save(tmp_path, 1)
+    interruptible.count = 0
+    _save(tmp_path, 2)
+    assert interruptible.count >= 6  # buffer files, renames and the deletion of the old one
+    assert _load(tmp_path) == 2
+
+
+def test_kill_at_every_step_of_a_save_leaves_a_consistent_checkpoint(tmp_path, interruptible):
+    (tmp_path / "probe").mkdir()
+    _save(tmp_path / "probe", 1)
+    interruptible.count = 0
+    _save(tmp_path / "probe", 2)
+    steps = interruptible.count
+    seen = set()
+    for kill_at in range(1, steps + 1):
+        job = tmp_path / f"kill{kill_at}"
+        job.mkdir()
+        _save(job, 1)
+        interruptible.count, interruptible.kill_at = 0, kill_at
+        with pytest.raises(Killed):
+            _save(job, 2)
+        interruptible.kill_at = None
+        got = _load(job)  # never torn, never lost
+        assert got in (1, 2)
+        seen.add(got)
+        _save(job, 3)  # the next save after a kill works (CI once failed exactly here)
+        assert _load(job) == 3
+        assert sorted(p.name for p in job.iterdir()) == ["checkpoint"]
+    assert seen == {1, 2}  # both sides of the commit point were exercised
+
+
+def test_first_save_killed_leaves_no_checkpoint(tmp_path, interruptible):
+    interruptible.kill_at = 2
+    with pytest.raises(Killed):
+        _save(tmp_path, 1)
+    interruptible.kill_at = None
+    assert mt10.load_checkpoint(tmp_path, {"actor": torch.nn.Linear(2, 2)}, TwoFileBuffer()) is None
+
+
+def test_missing_buffer_is_an_error_not_a_silent_restart(tmp_path):
+    _save(tmp_path, 1)
+    shutil.rmtree(tmp_path / "checkpoint" / "buffer")
+    with pytest.raises(SystemExit, match="demo buffer saved with it"):
+        mt10.load_checkpoint(tmp_path, {"actor": torch.nn.Linear(2, 2)}, TwoFileBuffer())
