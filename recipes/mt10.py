@@ -38,6 +38,7 @@ from torchrl_chunk.data import LengthFilteredReplayBuffer
 from torchrl_chunk.envs import MT10_TASKS, collect_expert_demos, derive_seed, load_demos, make_metaworld_env, save_demos
 from torchrl_chunk.objectives import ChunkClipPPOLoss, PPOBCLoss, SelfBCLoss
 from torchrl_chunk.schedules import Constant, TanhWarmup
+from torchrl_chunk.video import realtime_fps, write_mp4
 from torchrl.collectors import Collector
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.record.loggers import get_logger
@@ -45,6 +46,7 @@ from torchrl.record.loggers import get_logger
 CHECKPOINT_DIR = "checkpoint"  # <job>/checkpoint/{state.pt, buffer/}
 CHECKPOINT = "state.pt"
 RESULT = "result.json"
+VIDEO = "eval.mp4"  # the first eval.video_episodes final-eval episodes (pixels only)
 _ITER_SEED_STREAM = 7  # derive_seed stream for per-iteration env reseeding
 
 
@@ -71,6 +73,17 @@ def check_config(cfg) -> None:
                 f"error: model.horizon={model_h} but algorithm {name} uses chunks of h={h}; "
                 "set env.horizon and model.horizon to the same value."
             )
+    videos = int(cfg.eval.video_episodes)
+    if videos < 0:
+        raise SystemExit(f"error: eval.video_episodes must be >= 0 (0 turns videos off), got {videos}.")
+    if videos and cfg.env.from_pixels:
+        try:
+            import av  # noqa: F401
+        except ImportError:
+            raise SystemExit(
+                "error: eval.video_episodes > 0 writes MP4s, which needs PyAV: "
+                "pip install 'torchrl-chunk[video]', or set eval.video_episodes=0."
+            ) from None
     if cfg.device not in ("auto", "cpu", "cuda"):
         raise SystemExit(f"error: device must be auto, cpu or cuda, got {cfg.device}")
     if cfg.device == "cuda" and not torch.cuda.is_available():
@@ -242,7 +255,7 @@ def load_checkpoint(job_dir: Path, modules: dict, buffer) -> dict | None:
 # ----------------------------------------------------------------------------------------
 # one job = one (algorithm, task)
 # ----------------------------------------------------------------------------------------
-def evaluate(cfg, actor, task: str, horizon: int, episodes: int, device) -> dict:
+def evaluate(cfg, actor, task: str, horizon: int, episodes: int, device, record: int = 0) -> dict:
     def policy(td):
         return actor(td.to(device)).to("cpu")
 
@@ -250,7 +263,7 @@ def evaluate(cfg, actor, task: str, horizon: int, episodes: int, device) -> dict
         return evaluation.evaluate_policy(
             policy, task, num_episodes=episodes, num_envs=cfg.eval.num_envs, chunk_size=horizon,
             max_steps=cfg.env.max_steps, eval_seed=cfg.eval.eval_seed,
-            from_pixels=cfg.env.from_pixels, image_size=cfg.env.image_size,
+            from_pixels=cfg.env.from_pixels, image_size=cfg.env.image_size, record_episodes=record,
         )
 
 
@@ -426,7 +439,12 @@ def run_job(cfg, algo: str, task: str, job_dir: Path, position: int = 0) -> dict
             collector.shutdown()
 
     # -- final evaluation: 128 fixed configurations (Table I) ----------------------------
-    metrics = evaluate(cfg, actor, task, h, int(cfg.eval.episodes), device)
+    record = min(int(cfg.eval.video_episodes), int(cfg.eval.episodes)) if cfg.env.from_pixels else 0
+    metrics = evaluate(cfg, actor, task, h, int(cfg.eval.episodes), device, record=record)
+    episodes = metrics.pop("episodes", None)
+    if record:
+        frames = episodes.frames
+        write_mp4([frames[i] for i in sorted(frames)], job_dir / VIDEO, fps=realtime_fps(h))
     result = {
         "algo": algo, "label": spec.label, "task": task, "metrics": metrics,
         "env_steps": state["env_steps"], "updates": state["updates"],

@@ -9,6 +9,8 @@ import pytest
 import torch
 from tensordict.nn import TensorDictModule
 
+from _gl import requires_gl
+
 from torchrl_chunk.evaluation import (
     AVERAGE_ROW,
     MISSING,
@@ -207,3 +209,26 @@ def test_eval_bad_inputs(reach_policy):
         evaluate_policy(reach_policy, REACH, num_episodes=0)
     with pytest.raises(ValueError, match="episode indices"):
         evaluate_policy(reach_policy, REACH, episode_indices=[8], num_eval_configs=8)
+
+
+@requires_gl
+def test_record_episodes_keeps_frames_and_changes_nothing(reach_policy):
+    kwargs = dict(num_episodes=3, num_envs=2, max_steps=60, from_pixels=True, image_size=16)
+    plain = evaluate_policy(reach_policy, REACH, return_episodes=True, **kwargs)
+    rec = evaluate_policy(reach_policy, REACH, record_episodes=2, **kwargs)
+    assert np.array_equal(rec["episodes"].lengths, plain["episodes"].lengths)
+    assert {k: v for k, v in rec.items() if k != "episodes"} == {
+        k: v for k, v in plain.items() if k != "episodes"
+    }
+    frames = rec["episodes"].frames
+    assert sorted(frames) == [0, 1] and plain["episodes"].frames == {}
+    for i, f in frames.items():
+        assert f.dtype == np.uint8 and f.shape[1:] == (16, 16, 3)
+        # the reset frame, then one per decision of h = 4 env steps until success
+        assert len(f) == 1 + math.ceil(rec["episodes"].lengths[i] / 4)
+        assert not np.array_equal(f[0], f[-1])  # the arm moved
+
+
+def test_record_episodes_needs_pixels(reach_policy):
+    with pytest.raises(ValueError, match="from_pixels=True"):
+        evaluate_policy(reach_policy, REACH, num_episodes=1, record_episodes=1)

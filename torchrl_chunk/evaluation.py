@@ -36,7 +36,7 @@ import csv
 import io
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -50,7 +50,7 @@ from torchrl_chunk.envs.metaworld import (
     _task_name,
     make_metaworld_env,
 )
-from torchrl_chunk.keys import STEPS_EXECUTED_KEY, SUCCESS_KEY
+from torchrl_chunk.keys import IMAGE_KEY, STEPS_EXECUTED_KEY, SUCCESS_KEY
 
 __all__ = [
     "AVERAGE_ROW",
@@ -152,6 +152,9 @@ class EpisodeResults:
     successes: np.ndarray
     lengths: np.ndarray
     max_steps: int
+    #: Camera frames of the recorded episodes (``record_episodes``), keyed by episode
+    #: index: uint8 ``[T, H, W, 3]``, the reset frame then one frame per decision.
+    frames: dict[int, np.ndarray] = field(default_factory=dict)
 
     def metrics(self, **kwargs) -> dict[str, float | int | None]:
         """:func:`compute_task_metrics` of these episodes."""
@@ -177,6 +180,7 @@ def merge_episodes(parts: Iterable[EpisodeResults]) -> EpisodeResults:
         successes=np.concatenate([p.successes for p in parts])[order],
         lengths=np.concatenate([p.lengths for p in parts])[order],
         max_steps=parts[0].max_steps,
+        frames={i: f for p in parts for i, f in p.frames.items()},
     )
 
 
@@ -193,17 +197,26 @@ def run_episodes(
     from_pixels: bool = False,
     image_size: int = 128,
     env=None,
+    record_episodes: int = 0,
 ) -> EpisodeResults:
     """Run ``policy`` on the given fixed evaluation configurations of ``task``.
 
     Episodes are run ``num_envs`` at a time in one batched chunked env; finished
     episodes are masked with ``"_step"`` so they are not stepped again. Pass ``env``
     (built with ``make_metaworld_env(mode="eval", ...)``) to reuse one.
+    ``record_episodes`` keeps the camera frames of the first that many episodes in
+    :attr:`EpisodeResults.frames` (pixel envs only; it does not change any result).
     """
     name = _task_name(task)
     indices = np.asarray(list(episode_indices), dtype=np.int64)
     if indices.size == 0:
         raise ValueError("run_episodes needs at least one episode index.")
+    if record_episodes < 0:
+        raise ValueError(f"record_episodes must be >= 0, got {record_episodes}.")
+    if record_episodes and env is None and not from_pixels:
+        raise ValueError(
+            "record_episodes needs camera frames: pass from_pixels=True (or an env built with it)."
+        )
     if indices.min() < 0 or indices.max() >= num_eval_configs:
         raise ValueError(
             f"episode indices must lie in [0, {num_eval_configs}), got {indices.min()}..{indices.max()}."
@@ -226,6 +239,7 @@ def run_episodes(
         raise ValueError(f"run_episodes needs a flat batched env, got batch {env.batch_size}.")
     successes = np.zeros(indices.size, bool)
     lengths = np.zeros(indices.size, np.int64)
+    frames: dict[int, list[np.ndarray]] = {}
     try:
         for start in range(0, indices.size, batch):
             chunk = indices[start : start + batch]
@@ -237,6 +251,13 @@ def run_episodes(
             td = env.reset(td)
             active = torch.zeros(batch, dtype=torch.bool)
             active[:real] = True
+            recorded = [j for j in range(real) if start + j < record_episodes]
+            if recorded and td.get(IMAGE_KEY, None) is None:
+                raise ValueError(
+                    f"record_episodes needs camera frames, but the env has no {IMAGE_KEY} "
+                    "entry: build it with from_pixels=True."
+                )
+            _record(frames, td, recorded, chunk)
             ep_len = torch.zeros(batch, dtype=torch.int64)
             ep_succ = torch.zeros(batch, dtype=torch.bool)
             max_decisions = max_steps + 1  # each macro-step executes >= 1 env step
@@ -251,6 +272,7 @@ def run_episodes(
                 steps = torch.ones(batch, dtype=torch.int64) if steps is None else steps.view(batch)
                 ep_len += torch.where(active, steps, 0)
                 ep_succ |= active & nxt.get(SUCCESS_KEY).view(batch)
+                _record(frames, nxt, [j for j in recorded if active[j]], chunk)
                 active &= ~nxt.get("done").view(batch)
                 if not bool(active.any()):
                     break
@@ -270,7 +292,19 @@ def run_episodes(
             f"{name}: failed episodes ended before max_steps={max_steps}: {lengths[~successes]}; "
             "the env and the evaluation disagree on max_steps."
         )
-    return EpisodeResults(name, indices, successes, lengths, int(max_steps))
+    return EpisodeResults(
+        name, indices, successes, lengths, int(max_steps),
+        frames={i: np.stack(f) for i, f in frames.items()},
+    )
+
+
+def _record(frames: dict, td: TensorDictBase, rows: list[int], configs: np.ndarray) -> None:
+    """Append the camera frame of each batch row in ``rows`` to its episode's list."""
+    if not rows:
+        return
+    images = td.get(IMAGE_KEY)
+    for j in rows:
+        frames.setdefault(int(configs[j]), []).append(images[j].cpu().numpy().copy())
 
 
 def evaluate_policy(
@@ -287,6 +321,7 @@ def evaluate_policy(
     from_pixels: bool = False,
     image_size: int = 128,
     return_episodes: bool = False,
+    record_episodes: int = 0,
 ) -> dict:
     """Evaluate ``policy`` on one task with the paper's protocol; returns the metrics dict.
 
@@ -306,6 +341,9 @@ def evaluate_policy(
         num_envs: episodes run in parallel (batched, one process).
         chunk_size, max_steps, eval_seed, from_pixels, image_size: env settings.
         return_episodes: add the :class:`EpisodeResults` under ``"episodes"``.
+        record_episodes: keep the camera frames of the first that many episodes
+            (``from_pixels=True``) in ``out["episodes"].frames``; write them with
+            :func:`torchrl_chunk.video.write_mp4`. Implies ``return_episodes``.
 
     Returns:
         ``{"task", "success_rate", "len_p10", "avg_shortest_10pct", "num_episodes",
@@ -332,9 +370,10 @@ def evaluate_policy(
         eval_seed=eval_seed,
         from_pixels=from_pixels,
         image_size=image_size,
+        record_episodes=record_episodes,
     )
     out: dict = {"task": episodes.task, **episodes.metrics()}
-    if return_episodes:
+    if return_episodes or record_episodes:
         out["episodes"] = episodes
     return out
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import ctypes.util
-
 import pytest
 import torch
+
+from _gl import requires_gl
 
 from torchrl_chunk.envs import ExpertDemos, collect_expert_demos, load_demos, save_demos
 
@@ -80,10 +80,7 @@ def test_bad_task_and_tries():
         collect_expert_demos(REACH, 1, seed=0, max_steps=3, max_tries=2)
 
 
-@pytest.mark.skipif(
-    not (ctypes.util.find_library("EGL") or ctypes.util.find_library("OSMesa")),
-    reason="no headless GL library (libEGL or libOSMesa) installed",
-)
+@requires_gl
 def test_pixel_demo():
     demos = collect_expert_demos(REACH, 1, seed=3, from_pixels=True, image_size=32)
     td = demos.trajectories[0]

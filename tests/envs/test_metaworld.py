@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes.util
 import warnings
 
 import numpy as np
@@ -10,6 +9,8 @@ import pytest
 import torch
 from tensordict import TensorDict
 from torchrl.envs.utils import check_env_specs
+
+from _gl import requires_gl
 
 from torchrl_chunk.envs import (
     EVAL_SEED,
@@ -217,14 +218,7 @@ def test_instruction_entry_optional():
     env.close()
 
 
-_HAS_GL_LIB = bool(ctypes.util.find_library("EGL") or ctypes.util.find_library("OSMesa"))
-
-
-@pytest.mark.skipif(
-    not _HAS_GL_LIB,
-    reason="no headless GL library (libEGL or libOSMesa) installed; install libegl1 "
-    "libegl-mesa0 libgl1-mesa-dri (or libosmesa6) to test pixel observations",
-)
+@requires_gl
 def test_pixel_frame():
     env = make_metaworld_env(REACH, num_envs=2, chunk_size=2, from_pixels=True, image_size=128)
     td = env.reset()

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from _gl import requires_gl
+
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "recipes" / "mt10.py"
 
@@ -49,6 +51,7 @@ def test_smoke_pipeline_writes_table_and_artifacts(smoke_run):
     assert (run_dir / "jobs/ours/reach-v3/checkpoint/state.pt").exists()
     assert (run_dir / "jobs/ours/reach-v3/checkpoint/buffer/length_filtered_buffer.json").exists()
     assert not list((run_dir / "jobs/ours/reach-v3").glob("checkpoint.*"))  # no leftovers
+    assert not (run_dir / "jobs/ours/reach-v3/eval.mp4").exists()  # no video without pixels
     assert (run_dir / "jobs/ours/reach-v3/learning_curve.png").stat().st_size > 1000
     assert "run directory" in proc.stdout
 
@@ -94,13 +97,7 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path):
         torch.testing.assert_close(pa[k], pb[k], rtol=0, atol=0)
 
 
-def _has_gl() -> bool:
-    import ctypes.util
-
-    return bool(ctypes.util.find_library("EGL") or ctypes.util.find_library("OSMesa"))
-
-
-@pytest.mark.skipif(not _has_gl(), reason="no headless GL (EGL/OSMesa): pixel observations unavailable")
+@requires_gl
 @pytest.mark.parametrize("model", ["pixel", "octo_small"])
 def test_pixel_models_run_in_the_recipe(tmp_path, model):
     extra = ["model.size=tiny", "model.instructions=random"] if model == "octo_small" else []
@@ -113,6 +110,12 @@ def test_pixel_models_run_in_the_recipe(tmp_path, model):
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((tmp_path / "run/jobs/ours/reach-v3/result.json").read_text())
     assert result["env_steps"] >= 100 and result["metrics"]["num_episodes"] == 2
+    # eval.video_episodes (default 4) is capped by eval.episodes: both episodes are filmed
+    av = pytest.importorskip("av")
+    with av.open(str(tmp_path / "run/jobs/ours/reach-v3/eval.mp4")) as container:
+        frames = list(container.decode(video=0))
+    assert frames[0].width == frames[0].height == 32
+    assert len(frames) >= 2 * 2 + 4  # reset + >= 1 decision per episode, 4 black frames between
 
 
 def test_octo_without_instructions_is_refused(tmp_path):
@@ -127,6 +130,7 @@ def test_octo_without_instructions_is_refused(tmp_path):
         (["tasks=[reach-v4]"], "unknown task"),
         (["model=resnet"], "model"),
         (["resume=does/not/exist"], "not a run directory"),
+        (["eval.video_episodes=-1"], "video_episodes must be >= 0"),
         (["+model.horizon=3"], "model.horizon=3"),
     ],
 )
