@@ -199,7 +199,19 @@ def recover_checkpoint(job_dir: Path) -> Path | None:
             shutil.rmtree(old)
         else:  # killed between the two renames: the previous checkpoint is the good one
             os.replace(old, ckpt)
-    return ckpt if (ckpt / CHECKPOINT).exists() else None
+    if ckpt.exists() and not (ckpt / CHECKPOINT).exists():
+        raise SystemExit(
+            f"error: {ckpt} has no {CHECKPOINT}, so it is not a checkpoint this recipe wrote; "
+            f"delete {ckpt} to restart this job from scratch."
+        )
+    if not ckpt.exists() and (job_dir / "checkpoint.pt").exists():
+        raise SystemExit(
+            f"error: {job_dir / 'checkpoint.pt'} is in the layout of an earlier version (no "
+            f"crash-safe directory). To resume it: mkdir {ckpt} && mv {job_dir / 'checkpoint.pt'} "
+            f"{ckpt / CHECKPOINT} && mv {job_dir / 'buffer'} {ckpt / 'buffer'} (if it exists); "
+            f"or delete it to restart this job."
+        )
+    return ckpt if ckpt.exists() else None
 
 
 def save_checkpoint(job_dir: Path, state: dict, modules: dict, buffer) -> None:
@@ -219,10 +231,7 @@ def save_checkpoint(job_dir: Path, state: dict, modules: dict, buffer) -> None:
     tmp.mkdir()
     if buffer is not None:
         buffer.dumps(tmp / "buffer")
-    with open(tmp / CHECKPOINT, "wb") as f:
-        torch.save(payload, f)
-        f.flush()
-        os.fsync(f.fileno())
+    torch.save(payload, tmp / CHECKPOINT)
     if ckpt.exists():
         os.replace(ckpt, old)
     os.replace(tmp, ckpt)
@@ -442,9 +451,6 @@ def run_job(cfg, algo: str, task: str, job_dir: Path, position: int = 0) -> dict
     record = min(int(cfg.eval.video_episodes), int(cfg.eval.episodes)) if cfg.env.from_pixels else 0
     metrics = evaluate(cfg, actor, task, h, int(cfg.eval.episodes), device, record=record)
     episodes = metrics.pop("episodes", None)
-    if record:
-        frames = episodes.frames
-        write_mp4([frames[i] for i in sorted(frames)], job_dir / VIDEO, fps=realtime_fps(h))
     result = {
         "algo": algo, "label": spec.label, "task": task, "metrics": metrics,
         "env_steps": state["env_steps"], "updates": state["updates"],
@@ -455,6 +461,12 @@ def run_job(cfg, algo: str, task: str, job_dir: Path, position: int = 0) -> dict
         "history": state["history"],
     }
     (job_dir / RESULT).write_text(json.dumps(result, indent=1))
+    if record:  # after the result: a failed video never costs the training
+        frames = [episodes.frames[i] for i in sorted(episodes.frames)]
+        try:
+            write_mp4(frames, job_dir / VIDEO, fps=realtime_fps(h))
+        except Exception as err:  # noqa: BLE001 - the numbers are saved; say why there is no video
+            print(f"warning: {algo}/{task}: no {VIDEO} ({type(err).__name__}: {err})", file=sys.stderr)
     plot_curve(result, job_dir / "learning_curve.png")
     return result
 
@@ -502,14 +514,29 @@ def write_tables(run_dir: Path, results: list[dict]) -> str:
     return md
 
 
+def _flat_keys(cfg, prefix: str = "") -> list[str]:
+    out = []
+    for k, v in cfg.items():
+        name = f"{prefix}{k}"
+        out += _flat_keys(v, name + ".") if isinstance(v, DictConfig) else [name]
+    return out
+
+
 def prepare_run_dir(cfg) -> tuple[DictConfig, Path]:
     if cfg.resume:
         run_dir = Path(cfg.resume)
         saved = run_dir / "config.yaml"
         if not saved.is_file():
             raise SystemExit(f"error: resume={run_dir} is not a run directory (no config.yaml in it).")
-        cfg = OmegaConf.load(saved)
+        saved_cfg = OmegaConf.load(saved)
+        # Settings added to the recipe after this run started take their defaults; every
+        # setting the run was started with keeps its saved value.
+        defaults = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+        added = sorted(set(_flat_keys(defaults)) - set(_flat_keys(saved_cfg)) - {"resume"})
+        cfg = OmegaConf.merge(defaults, saved_cfg)
         print(f"resuming {run_dir}")
+        if added:
+            print(f"  settings not in its config.yaml, from the defaults: {', '.join(added)}")
         return cfg, run_dir
     if cfg.run_dir:
         run_dir = Path(cfg.run_dir)

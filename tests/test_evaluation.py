@@ -227,8 +227,17 @@ def test_record_episodes_keeps_frames_and_changes_nothing(reach_policy):
         # the reset frame, then one per decision of h = 4 env steps until success
         assert len(f) == 1 + math.ceil(rec["episodes"].lengths[i] / 4)
         assert not np.array_equal(f[0], f[-1])  # the arm moved
+    parts = [  # splits record the same episodes (chosen by configuration, not position)
+        evaluate_policy(reach_policy, REACH, episode_indices=idx, num_eval_configs=3, record_episodes=2,
+                        **{k: v for k, v in kwargs.items() if k != "num_episodes"})["episodes"]
+        for idx in ([2, 1], [0])
+    ]  # fmt: skip
+    merged = merge_episodes(parts).frames
+    assert sorted(merged) == [0, 1] and all(np.array_equal(merged[i], frames[i]) for i in merged)
 
 
 def test_record_episodes_needs_pixels(reach_policy):
+    with pytest.raises(ValueError, match="distinct"):
+        evaluate_policy(reach_policy, REACH, episode_indices=[0, 0], num_eval_configs=2)
     with pytest.raises(ValueError, match="from_pixels=True"):
         evaluate_policy(reach_policy, REACH, num_episodes=1, record_episodes=1)

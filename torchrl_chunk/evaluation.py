@@ -204,13 +204,17 @@ def run_episodes(
     Episodes are run ``num_envs`` at a time in one batched chunked env; finished
     episodes are masked with ``"_step"`` so they are not stepped again. Pass ``env``
     (built with ``make_metaworld_env(mode="eval", ...)``) to reuse one.
-    ``record_episodes`` keeps the camera frames of the first that many episodes in
-    :attr:`EpisodeResults.frames` (pixel envs only; it does not change any result).
+    ``record_episodes`` keeps the camera frames of episodes ``0 .. record_episodes - 1``
+    (those of them in ``episode_indices``) in :attr:`EpisodeResults.frames` (pixel envs
+    only; it does not change any result). Splits merged with :func:`merge_episodes`
+    therefore hold the same frames as one call.
     """
     name = _task_name(task)
     indices = np.asarray(list(episode_indices), dtype=np.int64)
     if indices.size == 0:
         raise ValueError("run_episodes needs at least one episode index.")
+    if len(np.unique(indices)) != indices.size:
+        raise ValueError("episode indices must be distinct (each is one fixed configuration).")
     if record_episodes < 0:
         raise ValueError(f"record_episodes must be >= 0, got {record_episodes}.")
     if record_episodes and env is None and not from_pixels:
@@ -251,7 +255,7 @@ def run_episodes(
             td = env.reset(td)
             active = torch.zeros(batch, dtype=torch.bool)
             active[:real] = True
-            recorded = [j for j in range(real) if start + j < record_episodes]
+            recorded = [j for j in range(real) if chunk[j] < record_episodes]
             if recorded and td.get(IMAGE_KEY, None) is None:
                 raise ValueError(
                     f"record_episodes needs camera frames, but the env has no {IMAGE_KEY} "

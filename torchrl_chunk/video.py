@@ -59,6 +59,8 @@ def write_mp4(
         raise ValueError(f"all episodes must share one frame size, got {sorted(shapes)}.")
     if not fps > 0:
         raise ValueError(f"fps must be > 0, got {fps}.")
+    if gap_frames < 0:
+        raise ValueError(f"gap_frames must be >= 0, got {gap_frames}.")
     height, width, _ = shapes.pop()
     pad = ((0, 0), (0, height % 2), (0, width % 2), (0, 0))
     gap = np.zeros((gap_frames, height, width, 3), np.uint8)
@@ -70,14 +72,18 @@ def write_mp4(
     tmp = path.with_name(path.name + ".tmp")
     from fractions import Fraction
 
-    with av.open(str(tmp), mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
-        stream.height, stream.width = frames.shape[1:3]
-        stream.pix_fmt = "yuv420p"
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+    try:
+        with av.open(str(tmp), mode="w", format="mp4") as container:
+            stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
+            stream.height, stream.width = frames.shape[1:3]
+            stream.pix_fmt = "yuv420p"
+            for frame in frames:
+                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                    container.mux(packet)
+            for packet in stream.encode():
                 container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     tmp.replace(path)
     return path

@@ -136,3 +136,35 @@ def test_missing_buffer_is_an_error_not_a_silent_restart(tmp_path):
     shutil.rmtree(tmp_path / "checkpoint" / "buffer")
     with pytest.raises(SystemExit, match="demo buffer saved with it"):
         mt10.load_checkpoint(tmp_path, {"actor": torch.nn.Linear(2, 2)}, TwoFileBuffer())
+
+
+def test_kill_during_recovery_is_recovered_next_time(tmp_path, interruptible):
+    """The recovery on the next start moves and deletes directories too: kill it as well."""
+    for kill_save in (4, 5, 6):  # between the renames, before and during the cleanup
+        for kill_recover in (1, 2, 3):
+            job = tmp_path / f"s{kill_save}r{kill_recover}"
+            job.mkdir()
+            _save(job, 1)
+            interruptible.count, interruptible.kill_at = 0, kill_save
+            with pytest.raises(Killed):
+                _save(job, 2)
+            interruptible.count, interruptible.kill_at = 0, kill_recover
+            try:
+                _load(job)
+            except Killed:
+                pass
+            interruptible.kill_at = None
+            assert _load(job) in (1, 2)
+            _save(job, 3)
+            assert _load(job) == 3
+
+
+def test_foreign_or_old_layout_checkpoints_are_refused_not_overwritten(tmp_path):
+    (tmp_path / "a" / "checkpoint").mkdir(parents=True)
+    with pytest.raises(SystemExit, match="has no state.pt"):
+        mt10.load_checkpoint(tmp_path / "a", {"actor": torch.nn.Linear(2, 2)}, None)
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "checkpoint.pt").write_bytes(b"old")
+    with pytest.raises(SystemExit, match="layout of an earlier version"):
+        mt10.load_checkpoint(tmp_path / "b", {"actor": torch.nn.Linear(2, 2)}, None)
+    assert (tmp_path / "b" / "checkpoint.pt").read_bytes() == b"old"

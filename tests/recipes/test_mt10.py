@@ -56,6 +56,20 @@ def test_smoke_pipeline_writes_table_and_artifacts(smoke_run):
     assert "run directory" in proc.stdout
 
 
+def test_resume_of_a_config_saved_before_a_new_setting(smoke_run, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "old"
+    shutil.copytree(smoke_run[0], run_dir)
+    cfg = (run_dir / "config.yaml").read_text()
+    assert "video_episodes:" in cfg
+    (run_dir / "config.yaml").write_text("\n".join(l for l in cfg.splitlines() if "video_episodes:" not in l))
+    proc = run([f"resume={run_dir}"], tmp_path)  # every job finished: only the tables are rewritten
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "from the defaults: eval.video_episodes" in proc.stdout
+    assert (run_dir / "results.md").read_text() == (smoke_run[0] / "results.md").read_text()
+
+
 def test_resume_after_kill_matches_uninterrupted(tmp_path):
     args = ["preset=smoke", "algo=ours", "train.total_env_steps=1500"]
     full = run([*args, "run_dir=full"], tmp_path)
