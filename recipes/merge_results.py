@@ -1,12 +1,14 @@
 """Merge the results of several MT10 run directories into one Table I.
 
     python recipes/merge_results.py runs/mt10/A runs/mt10/B [--out merged]
+    python recipes/merge_results.py runs/mt10/A runs/mt10/B=450k   # B's columns: "Ours (450k)"
 
 Each run directory holds jobs/<algo>/<task>/result.json (written by recipes/mt10.py).
 Columns are the algorithms' labels, in Table I's order (SFT, SFT-100, PPO, Ours, then any
 others); when two runs have the same label, the later run directory wins for the tasks
-they share. Writes <out>/results.md and <out>/results.csv
-and prints the markdown table.
+they share, unless a ``DIR=TAG`` argument tags one run's labels as ``"<label> (TAG)"``
+(e.g. to compare budgets or seeds side by side). Writes <out>/results.md and
+<out>/results.csv and prints the markdown table.
 """
 
 from __future__ import annotations
@@ -23,22 +25,26 @@ from torchrl_chunk.evaluation import results_to_csv, results_to_markdown
 TABLE_I_ORDER = ["SFT", "SFT-100", "PPO", "Ours"]
 
 
-def collect(run_dirs: list[Path]) -> dict[str, dict[str, dict]]:
+def collect(run_dirs: list[Path | str]) -> dict[str, dict[str, dict]]:
+    """Table of ``label -> task -> metrics``; an argument ``DIR=TAG`` tags DIR's labels."""
     table: dict[str, dict[str, dict]] = {}
-    for run_dir in run_dirs:
+    for arg in run_dirs:
+        run_dir, _, tag = str(arg).partition("=")
+        run_dir = Path(run_dir)
         files = sorted(run_dir.glob("jobs/*/*/result.json"))
         if not files:
             raise SystemExit(f"error: {run_dir} holds no jobs/<algo>/<task>/result.json; is it a finished run?")
         for f in files:
             r = json.loads(f.read_text())
-            table.setdefault(r["label"], {})[r["task"]] = r["metrics"]
+            label = f"{r['label']} ({tag})" if tag else r["label"]
+            table.setdefault(label, {})[r["task"]] = r["metrics"]
     known = [label for label in TABLE_I_ORDER if label in table]
     return {label: table[label] for label in known + [k for k in table if k not in known]}
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run_dirs", nargs="+", type=Path)
+    p.add_argument("run_dirs", nargs="+", help="run directories, each optionally DIR=TAG")
     p.add_argument("--out", type=Path, default=None, help="directory for results.md/.csv")
     args = p.parse_args(argv)
     table = collect(args.run_dirs)

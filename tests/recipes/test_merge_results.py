@@ -40,3 +40,12 @@ def test_merges_columns_from_two_runs(tmp_path, capsys):
 def test_not_a_run_directory(tmp_path):
     with pytest.raises(SystemExit, match="no jobs"):
         merge_results.main([str(tmp_path)])
+
+
+def test_tagged_run_gets_its_own_columns(tmp_path, capsys):
+    write_result(tmp_path / "a", "ours", "Ours", "reach-v3", 0.5, 30.0)
+    write_result(tmp_path / "b", "ours", "Ours", "reach-v3", 1.0, 20.0)
+    merge_results.main([str(tmp_path / "a"), f"{tmp_path / 'b'}=450k"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2] == "|  | Ours | Ours (450k) | Ours | Ours (450k) | Ours | Ours (450k) |"
+    assert lines[3].startswith("| Reach | 0.50 | 1.00 | 30.00 | 20.00 |")
