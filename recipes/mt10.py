@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -38,7 +39,7 @@ from torchrl_chunk.data import LengthFilteredReplayBuffer
 from torchrl_chunk.envs import MT10_TASKS, collect_expert_demos, derive_seed, load_demos, make_metaworld_env, save_demos
 from torchrl_chunk.objectives import ChunkClipPPOLoss, PPOBCLoss, SelfBCLoss
 from torchrl_chunk.schedules import Constant, TanhWarmup
-from torchrl_chunk.video import realtime_fps, write_mp4
+from torchrl_chunk.video import realtime_fps, require_pyav, write_mp4
 from torchrl.collectors import Collector
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.record.loggers import get_logger
@@ -78,12 +79,9 @@ def check_config(cfg) -> None:
         raise SystemExit(f"error: eval.video_episodes must be >= 0 (0 turns videos off), got {videos}.")
     if videos and cfg.env.from_pixels:
         try:
-            import av  # noqa: F401
-        except ImportError:
-            raise SystemExit(
-                "error: eval.video_episodes > 0 writes MP4s, which needs PyAV: "
-                "pip install 'torchrl-chunk[video]', or set eval.video_episodes=0."
-            ) from None
+            require_pyav()
+        except ImportError as err:
+            raise SystemExit(f"error: eval.video_episodes={videos}: {err}") from None
     if cfg.device not in ("auto", "cpu", "cuda"):
         raise SystemExit(f"error: device must be auto, cpu or cuda, got {cfg.device}")
     if cfg.device == "cuda" and not torch.cuda.is_available():
@@ -189,8 +187,6 @@ def _checkpoint_dirs(job_dir: Path) -> tuple[Path, Path, Path]:
 
 def recover_checkpoint(job_dir: Path) -> Path | None:
     """Bring ``job_dir`` back to one consistent checkpoint after a kill; return its directory."""
-    import shutil
-
     ckpt, old, tmp = _checkpoint_dirs(job_dir)
     if tmp.exists():  # killed while writing (or before its rename): never trusted
         shutil.rmtree(tmp)
@@ -215,8 +211,6 @@ def recover_checkpoint(job_dir: Path) -> Path | None:
 
 
 def save_checkpoint(job_dir: Path, state: dict, modules: dict, buffer) -> None:
-    import shutil
-
     for name, module in modules.items():
         for pname, p in module.state_dict().items():
             if torch.is_tensor(p) and p.is_floating_point() and not torch.isfinite(p).all():
@@ -448,7 +442,7 @@ def run_job(cfg, algo: str, task: str, job_dir: Path, position: int = 0) -> dict
             collector.shutdown()
 
     # -- final evaluation: 128 fixed configurations (Table I) ----------------------------
-    record = min(int(cfg.eval.video_episodes), int(cfg.eval.episodes)) if cfg.env.from_pixels else 0
+    record = int(cfg.eval.video_episodes) if cfg.env.from_pixels else 0  # episodes 0 .. record-1
     metrics = evaluate(cfg, actor, task, h, int(cfg.eval.episodes), device, record=record)
     episodes = metrics.pop("episodes", None)
     result = {

@@ -217,10 +217,6 @@ def run_episodes(
         raise ValueError("episode indices must be distinct (each is one fixed configuration).")
     if record_episodes < 0:
         raise ValueError(f"record_episodes must be >= 0, got {record_episodes}.")
-    if record_episodes and env is None and not from_pixels:
-        raise ValueError(
-            "record_episodes needs camera frames: pass from_pixels=True (or an env built with it)."
-        )
     if indices.min() < 0 or indices.max() >= num_eval_configs:
         raise ValueError(
             f"episode indices must lie in [0, {num_eval_configs}), got {indices.min()}..{indices.max()}."
@@ -237,6 +233,13 @@ def run_episodes(
             mode="eval",
             num_eval_configs=num_eval_configs,
             eval_seed=eval_seed,
+        )
+    if record_episodes and IMAGE_KEY not in env.observation_spec.keys(True, True):
+        if own_env:
+            env.close()
+        raise ValueError(
+            f"record_episodes needs camera frames, but the env has no {IMAGE_KEY} entry: "
+            "pass from_pixels=True (or an env built with it)."
         )
     batch = int(env.batch_size.numel())
     if env.batch_size != torch.Size([batch]):
@@ -256,11 +259,6 @@ def run_episodes(
             active = torch.zeros(batch, dtype=torch.bool)
             active[:real] = True
             recorded = [j for j in range(real) if chunk[j] < record_episodes]
-            if recorded and td.get(IMAGE_KEY, None) is None:
-                raise ValueError(
-                    f"record_episodes needs camera frames, but the env has no {IMAGE_KEY} "
-                    "entry: build it with from_pixels=True."
-                )
             _record(frames, td, recorded, chunk)
             ep_len = torch.zeros(batch, dtype=torch.int64)
             ep_succ = torch.zeros(batch, dtype=torch.bool)

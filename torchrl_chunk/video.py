@@ -13,11 +13,12 @@ torchvision build to our torch; PyAV alone carries its FFmpeg.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["CONTROL_HZ", "realtime_fps", "write_mp4"]
+__all__ = ["CONTROL_HZ", "realtime_fps", "require_pyav", "write_mp4"]
 
 #: MetaWorld's control rate: ``frame_skip`` 5 x MuJoCo timestep 2.5 ms = 12.5 ms per step.
 CONTROL_HZ = 80.0
@@ -30,6 +31,18 @@ def realtime_fps(horizon: int) -> float:
     return CONTROL_HZ / horizon
 
 
+def require_pyav():
+    """Import PyAV, or raise an ImportError that says how to install it or turn videos off."""
+    try:
+        import av
+    except ImportError as err:
+        raise ImportError(
+            "writing MP4 needs PyAV: pip install 'torchrl-chunk[video]' (or av), or turn "
+            "videos off (recipe: eval.video_episodes=0)."
+        ) from err
+    return av
+
+
 def write_mp4(
     episodes: Sequence[np.ndarray], path: str | Path, *, fps: float, gap_frames: int = 4
 ) -> Path:
@@ -39,13 +52,7 @@ def write_mp4(
     padded by one pixel (H.264 with yuv420p needs even sizes). The file is written to a
     temporary name and renamed, so a crash never leaves a truncated ``path``.
     """
-    try:
-        import av
-    except ImportError as err:
-        raise ImportError(
-            "writing MP4 needs PyAV: pip install 'torchrl-chunk[video]' (or av), or turn "
-            "videos off (recipe: eval.video_episodes=0)."
-        ) from err
+    av = require_pyav()
     episodes = [np.asarray(e) for e in episodes]
     if not episodes:
         raise ValueError("write_mp4 needs at least one episode.")
@@ -70,8 +77,6 @@ def write_mp4(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    from fractions import Fraction
-
     try:
         with av.open(str(tmp), mode="w", format="mp4") as container:
             stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))

@@ -91,6 +91,16 @@ def _load(job_dir):
     return payload["iteration"]
 
 
+def _killed_save(job, ops, kill_at):
+    """A job with a checkpoint of iteration 1 whose save of iteration 2 dies at step ``kill_at``."""
+    job.mkdir()
+    _save(job, 1)
+    ops.count, ops.kill_at = 0, kill_at
+    with pytest.raises(Killed):
+        _save(job, 2)
+    ops.kill_at = None
+
+
 def test_save_steps_are_counted(tmp_path, interruptible):
     _save(tmp_path, 1)
     interruptible.count = 0
@@ -108,12 +118,7 @@ def test_kill_at_every_step_of_a_save_leaves_a_consistent_checkpoint(tmp_path, i
     seen = set()
     for kill_at in range(1, steps + 1):
         job = tmp_path / f"kill{kill_at}"
-        job.mkdir()
-        _save(job, 1)
-        interruptible.count, interruptible.kill_at = 0, kill_at
-        with pytest.raises(Killed):
-            _save(job, 2)
-        interruptible.kill_at = None
+        _killed_save(job, interruptible, kill_at)
         got = _load(job)  # never torn, never lost
         assert got in (1, 2)
         seen.add(got)
@@ -143,11 +148,7 @@ def test_kill_during_recovery_is_recovered_next_time(tmp_path, interruptible):
     for kill_save in (4, 5, 6):  # between the renames, before and during the cleanup
         for kill_recover in (1, 2, 3):
             job = tmp_path / f"s{kill_save}r{kill_recover}"
-            job.mkdir()
-            _save(job, 1)
-            interruptible.count, interruptible.kill_at = 0, kill_save
-            with pytest.raises(Killed):
-                _save(job, 2)
+            _killed_save(job, interruptible, kill_save)
             interruptible.count, interruptible.kill_at = 0, kill_recover
             try:
                 _load(job)
