@@ -1,8 +1,7 @@
-"""The recipe's checkpoint survives a kill at any point of a save (weights and buffer agree)."""
+"""A job checkpoint survives a kill at any point of a save (weights and buffer agree)."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 from pathlib import Path
@@ -10,10 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("mt10_recipe", ROOT / "recipes" / "mt10.py")
-mt10 = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(mt10)
+from torchrl_chunk.experiment import checkpoint as ckpt_mod
+from torchrl_chunk.experiment.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 
 class Killed(BaseException):
@@ -70,7 +67,7 @@ def interruptible(monkeypatch):
             _ops.tick()
         return real_rmtree(path, *a, **k)
 
-    monkeypatch.setattr(mt10.os, "replace", replace)
+    monkeypatch.setattr(ckpt_mod.os, "replace", replace)
     monkeypatch.setattr(shutil, "rmtree", rmtree)
     _ops.kill_at, _ops.count = None, 0
     yield _ops
@@ -80,12 +77,12 @@ def interruptible(monkeypatch):
 def _save(job_dir, iteration):
     actor = torch.nn.Linear(2, 2)
     torch.nn.init.constant_(actor.weight, float(iteration))
-    mt10.save_checkpoint(job_dir, {"iteration": iteration}, {"actor": actor}, TwoFileBuffer(iteration))
+    save_checkpoint(job_dir, {"iteration": iteration}, {"actor": actor}, TwoFileBuffer(iteration))
 
 
 def _load(job_dir):
     actor, buffer = torch.nn.Linear(2, 2), TwoFileBuffer()
-    payload = mt10.load_checkpoint(job_dir, {"actor": actor}, buffer)
+    payload = load_checkpoint(job_dir, {"actor": actor}, buffer)
     assert payload is not None
     assert payload["iteration"] == buffer.iteration == int(actor.weight[0, 0])  # one iteration
     return payload["iteration"]
@@ -133,14 +130,14 @@ def test_first_save_killed_leaves_no_checkpoint(tmp_path, interruptible):
     with pytest.raises(Killed):
         _save(tmp_path, 1)
     interruptible.kill_at = None
-    assert mt10.load_checkpoint(tmp_path, {"actor": torch.nn.Linear(2, 2)}, TwoFileBuffer()) is None
+    assert load_checkpoint(tmp_path, {"actor": torch.nn.Linear(2, 2)}, TwoFileBuffer()) is None
 
 
 def test_missing_buffer_is_an_error_not_a_silent_restart(tmp_path):
     _save(tmp_path, 1)
     shutil.rmtree(tmp_path / "checkpoint" / "buffer")
-    with pytest.raises(SystemExit, match="demo buffer saved with it"):
-        mt10.load_checkpoint(tmp_path, {"actor": torch.nn.Linear(2, 2)}, TwoFileBuffer())
+    with pytest.raises(CheckpointError, match="demo buffer saved with it"):
+        load_checkpoint(tmp_path, {"actor": torch.nn.Linear(2, 2)}, TwoFileBuffer())
 
 
 def test_kill_during_recovery_is_recovered_next_time(tmp_path, interruptible):
@@ -162,10 +159,10 @@ def test_kill_during_recovery_is_recovered_next_time(tmp_path, interruptible):
 
 def test_foreign_or_old_layout_checkpoints_are_refused_not_overwritten(tmp_path):
     (tmp_path / "a" / "checkpoint").mkdir(parents=True)
-    with pytest.raises(SystemExit, match="has no state.pt"):
-        mt10.load_checkpoint(tmp_path / "a", {"actor": torch.nn.Linear(2, 2)}, None)
+    with pytest.raises(CheckpointError, match="has no state.pt"):
+        load_checkpoint(tmp_path / "a", {"actor": torch.nn.Linear(2, 2)}, None)
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "checkpoint.pt").write_bytes(b"old")
-    with pytest.raises(SystemExit, match="layout of an earlier version"):
-        mt10.load_checkpoint(tmp_path / "b", {"actor": torch.nn.Linear(2, 2)}, None)
+    with pytest.raises(CheckpointError, match="layout of an earlier version"):
+        load_checkpoint(tmp_path / "b", {"actor": torch.nn.Linear(2, 2)}, None)
     assert (tmp_path / "b" / "checkpoint.pt").read_bytes() == b"old"

@@ -1,0 +1,139 @@
+"""Crash-safe job checkpoints: weights, optimiser, counters and the demo buffer, always together.
+
+A job directory holds one ``checkpoint/`` directory with ``state.pt`` (the ``state_dict`` of
+every module given, the training counters and the torch RNG state) and ``buffer/`` (the demo
+buffer's own ``dumps``), both from the same iteration. A save writes ``checkpoint.tmp/``
+completely, then renames ``checkpoint/ -> checkpoint.old/``, ``checkpoint.tmp/ ->
+checkpoint/``, and deletes ``checkpoint.old/``. A kill at any point of that (SIGKILL, a full
+disk, a pre-empted node) leaves one complete checkpoint that :func:`recover_checkpoint` finds:
+``checkpoint/`` if it exists, otherwise ``checkpoint.old/``.
+
+Why hand-written: TorchRL's ``Trainer`` checkpoints a single file and its replay buffers dump a
+directory each, with no atomic swap of the two; a torn pair (weights of iteration k with the
+buffer of iteration k-1) would resume silently on the wrong data.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Mapping, Protocol
+
+import torch
+
+CHECKPOINT_DIR = "checkpoint"  # <job>/checkpoint/{state.pt, buffer/}
+STATE_FILE = "state.pt"
+BUFFER_DIR = "buffer"
+_OLD_LAYOUT = "checkpoint.pt"  # before crash-safe directories (first landing's early runs)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used; the message says what to do with it."""
+
+
+class Dumpable(Protocol):
+    """What a buffer needs to travel with a checkpoint (TorchRL replay buffers have both)."""
+
+    def dumps(self, path: str | Path) -> Any: ...
+
+    def loads(self, path: str | Path) -> Any: ...
+
+
+def checkpoint_dirs(job_dir: Path) -> tuple[Path, Path, Path]:
+    """``(checkpoint, checkpoint.old, checkpoint.tmp)`` of a job directory."""
+    return tuple(Path(job_dir) / (CHECKPOINT_DIR + suffix) for suffix in ("", ".old", ".tmp"))
+
+
+def recover_checkpoint(job_dir: Path) -> Path | None:
+    """Bring ``job_dir`` back to one consistent checkpoint after a kill; return its directory.
+
+    Safe to kill too: every step leaves a state this function repairs on its next call.
+    """
+    ckpt, old, tmp = checkpoint_dirs(job_dir)
+    if tmp.exists():  # killed while writing (or before its rename): never trusted
+        shutil.rmtree(tmp)
+    if old.exists():
+        if ckpt.exists():  # killed while deleting the previous checkpoint
+            shutil.rmtree(old)
+        else:  # killed between the two renames: the previous checkpoint is the good one
+            os.replace(old, ckpt)
+    if ckpt.exists() and not (ckpt / STATE_FILE).exists():
+        raise CheckpointError(
+            f"{ckpt} has no {STATE_FILE}, so it is not a checkpoint torchrl_chunk wrote; "
+            f"delete {ckpt} to restart this job from scratch."
+        )
+    old_layout = Path(job_dir) / _OLD_LAYOUT
+    if not ckpt.exists() and old_layout.exists():
+        raise CheckpointError(
+            f"{old_layout} is in the layout of an earlier version (no crash-safe directory). To "
+            f"resume it: mkdir {ckpt} && mv {old_layout} {ckpt / STATE_FILE} && mv "
+            f"{Path(job_dir) / BUFFER_DIR} {ckpt / BUFFER_DIR} (if it exists); or delete it to "
+            "restart this job."
+        )
+    return ckpt if ckpt.exists() else None
+
+
+def _check_finite(job_dir: Path, modules: Mapping[str, Any]) -> None:
+    for name, module in modules.items():
+        for pname, p in module.state_dict().items():
+            if torch.is_tensor(p) and p.is_floating_point() and not torch.isfinite(p).all():
+                raise FloatingPointError(
+                    f"{name}.{pname} holds NaN/inf; the last good checkpoint in {job_dir} is kept."
+                )
+
+
+def save_checkpoint(
+    job_dir: Path, state: Mapping[str, Any], modules: Mapping[str, Any], buffer: Dumpable | None
+) -> Path:
+    """Write ``state``, every module's ``state_dict`` and ``buffer`` as the job's checkpoint.
+
+    Raises ``FloatingPointError`` (and keeps the previous checkpoint) when a module holds
+    NaN/inf: a checkpoint is never worse than the one before it. Returns its directory.
+    """
+    job_dir = Path(job_dir)
+    _check_finite(job_dir, modules)
+    payload = dict(state)
+    payload["modules"] = {k: v.state_dict() for k, v in modules.items()}
+    payload["torch_rng"] = torch.get_rng_state()
+    recover_checkpoint(job_dir)
+    ckpt, old, tmp = checkpoint_dirs(job_dir)
+    tmp.mkdir()
+    if buffer is not None:
+        buffer.dumps(tmp / BUFFER_DIR)
+    torch.save(payload, tmp / STATE_FILE)
+    if ckpt.exists():
+        os.replace(ckpt, old)
+    os.replace(tmp, ckpt)  # the commit point
+    if old.exists():
+        shutil.rmtree(old)
+    return ckpt
+
+
+def load_checkpoint(
+    job_dir: Path, modules: Mapping[str, Any], buffer: Dumpable | None
+) -> dict[str, Any] | None:
+    """Restore ``modules`` and ``buffer`` (and the torch RNG) from the job's checkpoint.
+
+    Returns the saved state (counters, ``"modules"``, ``"torch_rng"``), or ``None`` when the
+    job has no checkpoint yet. An unreadable checkpoint raises :class:`CheckpointError` and
+    is left untouched.
+    """
+    ckpt = recover_checkpoint(job_dir)
+    if ckpt is None:
+        return None
+    try:
+        payload = torch.load(ckpt / STATE_FILE, weights_only=False)
+        for k, module in modules.items():
+            module.load_state_dict(payload["modules"][k])
+        if buffer is not None:
+            if not (ckpt / BUFFER_DIR).exists():
+                raise FileNotFoundError(f"{ckpt / BUFFER_DIR} (the demo buffer saved with it) is missing")
+            buffer.loads(ckpt / BUFFER_DIR)
+    except Exception as err:  # noqa: BLE001 - report any unreadable checkpoint the same way
+        raise CheckpointError(
+            f"checkpoint {ckpt} cannot be loaded ({type(err).__name__}: {err}). "
+            f"Delete {ckpt} to restart this job from scratch."
+        ) from err
+    torch.set_rng_state(payload["torch_rng"])
+    return payload

@@ -1,0 +1,146 @@
+"""Run directories: create one safely, refuse to mix two runs in it, and resume it.
+
+A run directory holds ``config.yaml`` (the resolved settings of the run) and whatever the
+jobs write. Three rules keep results honest:
+
+* **Checked before anything is written.** :func:`check_writable` turns "is a file", "under
+  a file" and "read-only" into one-line errors before training starts.
+* **One run per directory.** :func:`open_run_dir` refuses a directory whose ``config.yaml``
+  has other settings (it would print the old run's results under the new settings), naming
+  the settings that differ.
+* **Resume keeps the training computation.** :func:`resume_settings` takes the saved
+  settings and applies only overrides under ``allowed`` prefixes (evaluation, logging,
+  devices, worker counts); any other override is refused by name instead of being ignored.
+
+Settings are plain nested dicts (``OmegaConf.to_container`` of a Hydra config); YAML is
+written with OmegaConf, which Hydra already brings.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+CONFIG_FILE = "config.yaml"
+
+
+class RunDirError(ValueError):
+    """A run directory or a resume that cannot be used; the message says how to fix it."""
+
+
+def flatten(settings: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}} -> {"a.b": 1}`` (lists are values)."""
+    out: dict[str, Any] = {}
+    for key, value in settings.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def config_diff(old: Mapping[str, Any], new: Mapping[str, Any], ignore: Sequence[str] = ()) -> list[str]:
+    """The settings that differ, as ``"key: old -> new"`` (``<unset>`` where one lacks it)."""
+    a, b = flatten(old), flatten(new)
+    missing = "<unset>"
+    return [
+        f"{k}: {a.get(k, missing)} -> {b.get(k, missing)}"
+        for k in sorted(set(a) | set(b))
+        if not _under(k, ignore) and a.get(k, missing) != b.get(k, missing)
+    ]
+
+
+def _under(key: str, prefixes: Sequence[str]) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
+def check_writable(run_dir: Path) -> None:
+    """Raise :class:`RunDirError` unless ``run_dir`` is (or can be made) a writable directory."""
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunDirError(f"run_dir={run_dir} is a file, not a directory; choose another run_dir.")
+    parent = run_dir
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise RunDirError(
+            f"run_dir={run_dir} is under {parent}, which is a file; choose a run_dir whose parents "
+            "are directories."
+        )
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise RunDirError(
+            f"run_dir={run_dir}: {parent} is not writable (read-only file system or permissions); "
+            "choose a run_dir on a writable disk."
+        )
+
+
+def open_run_dir(run_dir: Path, settings: Mapping[str, Any], *, ignore: Sequence[str] = ()) -> bool:
+    """Create ``run_dir`` and write ``config.yaml``, or check an existing one matches.
+
+    Returns ``True`` when ``run_dir`` already held a run with the same settings (its jobs go
+    on from their checkpoints). A run with other settings (``ignore`` aside) raises
+    :class:`RunDirError` naming them and pointing at ``resume=``.
+    """
+    run_dir = Path(run_dir)
+    check_writable(run_dir)
+    saved_file = run_dir / CONFIG_FILE
+    if saved_file.is_file():
+        saved = OmegaConf.to_container(OmegaConf.load(saved_file), resolve=True)
+        diff = config_diff(saved, settings, ignore=ignore)
+        if diff:
+            shown = "; ".join(diff[:6]) + (f"; and {len(diff) - 6} more" if len(diff) > 6 else "")
+            raise RunDirError(
+                f"{run_dir} already holds a run with other settings ({shown}). Continue that run "
+                f"with resume={run_dir}, or choose a new run_dir."
+            )
+        return True
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(OmegaConf.create(dict(settings)), saved_file)
+    except OSError as err:
+        raise RunDirError(f"run_dir={run_dir} cannot be written ({err.strerror}); choose another run_dir.") from err
+    return False
+
+
+def load_run_settings(run_dir: Path) -> dict[str, Any]:
+    """The settings saved in a run directory (for ``resume=``)."""
+    saved_file = Path(run_dir) / CONFIG_FILE
+    if not saved_file.is_file():
+        raise RunDirError(f"resume={run_dir} is not a run directory (no {CONFIG_FILE} in it).")
+    return OmegaConf.to_container(OmegaConf.load(saved_file), resolve=True)
+
+
+def resume_settings(
+    saved: Mapping[str, Any],
+    defaults: Mapping[str, Any],
+    overrides: Mapping[str, Any],
+    allowed: Sequence[str],
+) -> tuple[dict[str, Any], list[str]]:
+    """Settings to resume a run with, and the settings the saved run did not have.
+
+    Args:
+        saved: the run's ``config.yaml``; every value in it is kept...
+        defaults: ...except that settings added since the run started take these values...
+        overrides: ...and overrides given now (``{"eval.episodes": 64}``) are applied when
+            they fall under one of ``allowed`` (prefixes such as ``"eval"`` or ``"device"``).
+        allowed: prefixes that do not change the training computation.
+
+    Raises :class:`RunDirError` naming every override outside ``allowed``.
+    """
+    refused = sorted(k for k in overrides if not _under(k, allowed))
+    if refused:
+        raise RunDirError(
+            f"resume keeps the run's training settings, but these overrides would change them: "
+            f"{', '.join(refused)}. Only {', '.join(allowed)} may change on resume; start a new "
+            "run_dir for the others."
+        )
+    added = sorted(set(flatten(defaults)) - set(flatten(saved)))
+    merged = OmegaConf.merge(OmegaConf.create(dict(defaults)), OmegaConf.create(dict(saved)))
+    for key, value in overrides.items():
+        OmegaConf.update(merged, key, value, force_add=True)
+    return OmegaConf.to_container(merged, resolve=True), added
