@@ -13,7 +13,7 @@ One job per (task, algorithm), single-task post-training as in the paper:
         -> epochs of beta_t * L_PPO + L_BC minibatches -> step beta_t -> quick eval
     and finally the 128 fixed evaluation configurations (Table I).
 
-This file is the loop; ``mt10_utils.py`` builds its parts and ``torchrl_chunk.experiment``
+This file is the loop; ``mt10_utils.py`` builds its parts, ``mt10_config.py`` checks the settings, and ``torchrl_chunk.experiment``
 keeps run directories, crash-safe checkpoints and process shards. A run directory holds the
 resolved config, logs, per-job checkpoints and demo buffers, and at the end results.md /
 results.csv (Table I layout) and learning-curve PNGs.
@@ -32,8 +32,10 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 import mt10_utils as u
+from mt10_config import prepare_run, resolve_tasks
+from torchrl_chunk.envs import NonFiniteActionError, NonFiniteObservationError
 from torchrl_chunk.experiment import IterationLog, map_shards, shard
-from torchrl_chunk.keys import STEPS_EXECUTED_KEY, SUCCESS_KEY
+from torchrl_chunk.keys import STEPS_EXECUTED_KEY
 
 
 def run_job(cfg: DictConfig, algo: str, task: str, job_dir: Path, position: int = 0) -> dict:
@@ -49,14 +51,20 @@ def run_job(cfg: DictConfig, algo: str, task: str, job_dir: Path, position: int 
     if job.state["phase"] == "rl":
         try:
             post_train(cfg, job, position, wall)
-        except FloatingPointError as err:
+        except (FloatingPointError, NonFiniteObservationError, NonFiniteActionError) as err:
             raise SystemExit(
-                f"error: {algo}/{task} stopped at iteration {job.state['iteration']}: {err}. The last good "
-                f"checkpoint is {job_dir / 'checkpoint'}; lower optim.lr or check the data, then resume."
+                f"error: {algo}/{task} stopped at iteration {job.state['iteration']}: {err} The last good "
+                f"checkpoint is {job_dir / 'checkpoint'} (iteration {last_checkpoint_iteration(job_dir)}); "
+                f"resume with resume={job_dir.parents[2]}."
             ) from err
     record = int(cfg.eval.video_episodes) if cfg.env.from_pixels else 0  # episodes 0 .. record-1
     metrics = u.evaluate(cfg, job, int(cfg.eval.episodes), record=record)  # Table I protocol
     return u.write_result(cfg, job, metrics, wall())
+
+
+def last_checkpoint_iteration(job_dir: Path) -> int | str:
+    state = job_dir / "checkpoint" / "state.pt"
+    return torch.load(state, weights_only=False)["iteration"] if state.exists() else "none"
 
 
 def sft(cfg: DictConfig, job: u.Job) -> None:
@@ -131,9 +139,9 @@ def run_tasks(tasks: list[str], cfg_dict: dict, run_dir: str, position: int) -> 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    cfg, run_dir = u.prepare_run(cfg)  # every setting checked before anything is written
+    cfg, run_dir = prepare_run(cfg)  # every setting checked before anything is written
     t0 = time.time()
-    shards = shard(u.resolve_tasks(cfg), int(cfg.parallel_tasks))
+    shards = shard(resolve_tasks(cfg), int(cfg.parallel_tasks))
     results = map_shards(run_tasks, shards, OmegaConf.to_container(cfg, resolve=True), str(run_dir))
     md = u.write_tables(run_dir, results)
     wall = time.time() - t0

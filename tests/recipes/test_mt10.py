@@ -139,20 +139,70 @@ def test_octo_without_instructions_is_refused(tmp_path):
 
 @pytest.mark.parametrize(
     "args, message",
-    [
-        (["algo=nope"], "algo"),
-        (["tasks=[reach-v4]"], "unknown task"),
-        (["model=resnet"], "model"),
-        (["resume=does/not/exist"], "not a run directory"),
-        (["eval.video_episodes=-1"], "video_episodes must be >= 0"),
-        (["+model.horizon=3"], "model.horizon=3"),
+    [  # the recipe's own checks (tests/recipes/test_mt10_config.py has every setting)
+        (["algo.names=[nope]"], "unknown algorithm(s) ['nope'] in algo.names"),
+        (["tasks=[reach-v4]"], "unknown task(s) ['reach-v4']"),
+        (["model.name=resnet"], "model.name must be one of mlp, pixel, octo_small"),
+        (["resume=does/not/exist"], "resume=does/not/exist is not a run directory"),
+        (["eval.video_episodes=-1"], "eval.video_episodes must be >= 0"),
+        (["+model.horizon=3"], "model.horizon=3 but algorithm"),
+        (["train.total_env_steps=-600"], "train.total_env_steps must be >= 1, got -600"),
+        (["eval.episodes=0"], "eval.episodes must be >= 1, got 0"),
     ],
 )
-def test_bad_input_is_reported(tmp_path, args, message):
-    proc = run(["preset=smoke", *args], tmp_path)
+def test_bad_input_is_reported_before_anything_is_written(tmp_path, args, message):
+    proc = run(["preset=smoke", "run_dir=run", *args], tmp_path)
     assert proc.returncode != 0
-    assert message in (proc.stdout + proc.stderr)
-    assert "Traceback" not in proc.stderr or "hydra" in proc.stderr.lower()
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "run").exists()  # no config.yaml for a run that cannot start
+
+
+@pytest.mark.parametrize("group", ["algo=nope", "model=resnet"])
+def test_unknown_config_groups_are_hydras_error(tmp_path, group):
+    """Hydra refuses these while composing, before the recipe runs: its own message, no traceback."""
+    proc = run(["preset=smoke", "run_dir=run", group], tmp_path)
+    name, value = group.split("=")
+    assert proc.returncode != 0
+    assert f"Could not find '{name}/{value}'" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_run_dir_that_is_a_file_or_under_one(tmp_path):
+    (tmp_path / "f").write_text("x")
+    for run_dir, message in (("f", "run_dir=f is a file"), ("f/run", "which is a file")):
+        proc = run(["preset=smoke", f"run_dir={run_dir}"], tmp_path)
+        assert proc.returncode != 0 and message in proc.stderr and "Traceback" not in proc.stderr
+    assert (tmp_path / "f").read_text() == "x"
+
+
+def test_existing_run_dir_with_other_settings_is_refused(smoke_run, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(smoke_run[0], run_dir)
+    before = (run_dir / "config.yaml").read_text()
+    proc = run(["preset=smoke", f"run_dir={run_dir}", "train.total_env_steps=1200"], tmp_path)
+    assert proc.returncode != 0
+    assert "train.total_env_steps: 600 -> 1200" in proc.stderr and f"resume={run_dir}" in proc.stderr
+    assert (run_dir / "config.yaml").read_text() == before
+    assert (run_dir / "results.md").read_text() == (smoke_run[0] / "results.md").read_text()
+
+
+def test_resume_applies_evaluation_overrides_and_refuses_training_ones(smoke_run, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(smoke_run[0], run_dir)
+    refused = run([f"resume={run_dir}", "optim.lr=1.0", "eval.episodes=4"], tmp_path)
+    assert refused.returncode != 0
+    assert "would change them: optim.lr." in refused.stderr and "Traceback" not in refused.stderr
+    (run_dir / "jobs/ours/reach-v3/result.json").unlink()  # final evaluation to redo, from the checkpoint
+    proc = run([f"resume={run_dir}", "eval.episodes=4"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "with eval.episodes=4" in proc.stdout
+    assert json.loads((run_dir / "jobs/ours/reach-v3/result.json").read_text())["metrics"]["num_episodes"] == 4
+    assert "episodes: 4" in (run_dir / "config.yaml").read_text()  # the record says what was used
 
 
 def test_corrupt_checkpoint_is_reported(tmp_path):

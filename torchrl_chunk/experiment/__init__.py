@@ -23,6 +23,7 @@ from torchrl_chunk.experiment.run_dir import (
     load_run_settings,
     open_run_dir,
     resume_settings,
+    save_run_settings,
 )
 from torchrl_chunk.experiment.sharding import map_shards, shard
 
@@ -39,5 +40,6 @@ __all__ = [
     "recover_checkpoint",
     "resume_settings",
     "save_checkpoint",
+    "save_run_settings",
     "shard",
 ]

@@ -11,6 +11,8 @@ jobs write. Three rules keep results honest:
 * **Resume keeps the training computation.** :func:`resume_settings` takes the saved
   settings and applies only overrides under ``allowed`` prefixes (evaluation, logging,
   devices, worker counts); any other override is refused by name instead of being ignored.
+  The resumed settings are written back (:func:`save_run_settings`), so ``config.yaml``
+  always says what the run's remaining work uses.
 
 Settings are plain nested dicts (``OmegaConf.to_container`` of a Hydra config); YAML is
 written with OmegaConf, which Hydra already brings.
@@ -99,12 +101,21 @@ def open_run_dir(run_dir: Path, settings: Mapping[str, Any], *, ignore: Sequence
                 f"with resume={run_dir}, or choose a new run_dir."
             )
         return True
+    save_run_settings(run_dir, settings)
+    return False
+
+
+def save_run_settings(run_dir: Path, settings: Mapping[str, Any]) -> None:
+    """Write ``config.yaml`` atomically (a kill leaves the old file or the new one)."""
+    run_dir = Path(run_dir)
+    check_writable(run_dir)
+    tmp = run_dir / (CONFIG_FILE + ".tmp")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(OmegaConf.create(dict(settings)), saved_file)
+        OmegaConf.save(OmegaConf.create(dict(settings)), tmp)
+        os.replace(tmp, run_dir / CONFIG_FILE)
     except OSError as err:
         raise RunDirError(f"run_dir={run_dir} cannot be written ({err.strerror}); choose another run_dir.") from err
-    return False
 
 
 def load_run_settings(run_dir: Path) -> dict[str, Any]:

@@ -1,0 +1,191 @@
+"""Settings of recipes/mt10.py: checked before anything is written, and the run directory.
+
+``check_config`` names every invalid setting (ranges, choices, combinations) in one line.
+``prepare_run`` then creates a new run directory, continues one with the same settings, or
+resumes one (``resume=``) applying only the overrides in :data:`RESUME_ALLOWED`; the rules
+themselves live in :mod:`torchrl_chunk.experiment.run_dir`.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from torchrl_chunk.envs import MT10_TASKS, NUM_EVAL_CONFIGS
+from torchrl_chunk.experiment import RunDirError, load_run_settings, open_run_dir, resume_settings, save_run_settings
+from torchrl_chunk.video import require_pyav
+
+#: Overrides that ``resume=`` applies: they change neither the training data nor the updates.
+RESUME_ALLOWED = ("eval", "logger", "device", "env.num_workers", "parallel_tasks", "threads_per_process")
+
+
+# ----------------------------------------------------------------------------------------
+# settings: every value checked before anything is written
+# ----------------------------------------------------------------------------------------
+def _int(lo: int, hi: float = math.inf, optional: bool = False):
+    return ("int", lo, hi, optional)
+
+
+def _num(lo: float, hi: float = math.inf, optional: bool = False, open_lo: bool = False):
+    return ("num", lo, hi, optional, open_lo)
+
+
+#: Numeric settings and their ranges (``open_lo``: strictly greater than ``lo``).
+NUMERIC = {
+    "seed": _int(0), "parallel_tasks": _int(1), "threads_per_process": _int(1),
+    "env.horizon": _int(1), "env.num_envs": _int(1), "env.num_workers": _int(1), "env.max_steps": _int(1),
+    "env.decisions_per_env": _int(1, optional=True), "env.image_size": _int(8),
+    "demos.num": _int(1), "demos.seed": _int(0),
+    "ppo.clip_epsilon": _num(0, open_lo=True), "ppo.gamma": _num(0, 1, open_lo=True), "ppo.lmbda": _num(0, 1),
+    "ppo.critic_coeff": _num(0), "ppo.entropy_coeff": _num(0), "ppo.epochs": _int(1), "ppo.minibatch_size": _int(1),
+    "bc.coeff": _num(0), "bc.batch_size": _int(1), "bc.pretrain_steps": _int(0), "bc.pretrain_batch_size": _int(1),
+    "bc.pretrain_lr": _num(0, optional=True, open_lo=True),
+    "buffer.length_limit": _int(1, optional=True), "buffer.max_size": _int(1),
+    "schedule.warmup_steps": _num(0, open_lo=True), "schedule.constant": _num(0),
+    "optim.lr": _num(0, open_lo=True), "optim.critic_lr": _num(0, optional=True, open_lo=True),
+    "optim.weight_decay": _num(0), "optim.max_grad_norm": _num(0, open_lo=True),
+    "train.total_env_steps": _int(1), "train.eval_every_env_steps": _int(1),
+    "train.quick_eval_episodes": _int(1), "train.checkpoint_every_iters": _int(1),
+    "eval.episodes": _int(1), "eval.eval_seed": _int(0), "eval.num_envs": _int(1), "eval.video_episodes": _int(0),
+}
+CHOICES = {
+    "device": ("auto", "cpu", "cuda"), "ppo.discount": ("chunk", "step"),
+    "bc.loss_form": ("nll", "mse", "nll_detached_scale"), "buffer.mode": ("filtered", "static", "unrestricted"),
+    "buffer.storage": ("memory", "memmap"), "schedule.kind": ("tanh", "constant"),
+    "schedule.unit": ("env_steps", "updates"), "optim.name": ("adam", "adamw"),
+    "logger.backend": ("csv", "tensorboard", "wandb"), "model.name": ("mlp", "pixel", "octo_small"),
+}
+
+
+def _check_number(key: str, value: Any, rule: tuple) -> str | None:
+    kind, lo, hi, optional = rule[:4]
+    open_lo = rule[4] if kind == "num" else False
+    if value is None:
+        return None if optional else f"{key} must be set (got null)"
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    if kind == "int" and not is_int:
+        return f"{key} must be an integer, got {value!r}"
+    if kind == "num" and not (is_int or isinstance(value, float)) or (isinstance(value, float) and not math.isfinite(value)):
+        return f"{key} must be a finite number, got {value!r}"
+    if value < lo or (open_lo and value == lo) or value > hi:
+        rel = ">" if open_lo else ">="
+        rng = f"{rel} {lo}" + (f" and <= {hi}" if hi != math.inf else "")
+        return f"{key} must be {rng}, got {value!r}"
+    return None
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Raise ``SystemExit`` with every invalid setting named, before anything is written."""
+    errors = []
+    for key, rule in NUMERIC.items():
+        problem = _check_number(key, OmegaConf.select(cfg, key, default=None), rule)
+        if problem:
+            errors.append(problem)
+    for key, valid in CHOICES.items():
+        value = OmegaConf.select(cfg, key, default=None)
+        if value not in valid:
+            errors.append(f"{key} must be one of {', '.join(valid)}, got {value!r}")
+    unknown = [n for n in cfg.algo.names if n not in cfg.algorithms]
+    if unknown:
+        errors.append(f"unknown algorithm(s) {unknown} in algo.names; valid: {', '.join(cfg.algorithms)}")
+    if not errors:
+        errors += _check_combinations(cfg)
+    if errors:
+        raise SystemExit("error: " + "; ".join(errors) + ". Fix these settings and run again.")
+
+
+def _check_combinations(cfg: DictConfig) -> list[str]:
+    errors = []
+    model_h = cfg.model.get("horizon")
+    for name in cfg.algo.names:
+        h = int(cfg.algorithms[name].horizon)
+        if model_h is not None and int(model_h) != h:
+            errors.append(f"model.horizon={model_h} but algorithm {name} uses chunks of h={h}; set env.horizon and "
+                          "model.horizon to the same value")
+    if cfg.eval.episodes > NUM_EVAL_CONFIGS:
+        errors.append(f"eval.episodes must be <= {NUM_EVAL_CONFIGS} (the fixed evaluation configurations)")
+    if cfg.train.quick_eval_episodes > cfg.eval.episodes:
+        errors.append("train.quick_eval_episodes must be <= eval.episodes (quick evals use the first configurations)")
+    if cfg.env.num_workers not in (1, cfg.env.num_envs):
+        errors.append(f"env.num_workers must be 1 or env.num_envs={cfg.env.num_envs}, got {cfg.env.num_workers}")
+    if cfg.eval.video_episodes and cfg.env.from_pixels:
+        try:
+            require_pyav()
+        except ImportError as err:
+            errors.append(f"eval.video_episodes={cfg.eval.video_episodes}: {err}")
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        errors.append("device=cuda but no CUDA device is visible; use device=auto or cpu")
+    return errors
+
+
+def resolve_tasks(cfg: DictConfig) -> list[str]:
+    tasks = list(MT10_TASKS) if cfg.tasks == "all" else list(cfg.tasks)
+    unknown = [t for t in tasks if t not in MT10_TASKS]
+    if unknown:
+        raise SystemExit(f"error: unknown task(s) {unknown}; valid MT10 tasks: {', '.join(MT10_TASKS)}")
+    return tasks
+
+
+def learner_device(cfg: DictConfig) -> torch.device:
+    if cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(cfg.device)
+
+
+# ----------------------------------------------------------------------------------------
+# the run directory: new, continued (same settings) or resumed (allowed overrides only)
+# ----------------------------------------------------------------------------------------
+def _command_line_overrides() -> dict[str, Any]:
+    """``key -> value`` of the settings given on the command line (Hydra's task overrides)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(list(HydraConfig.get().overrides.task))
+    return {o.key_or_group: o.value() for o in parsed if o.key_or_group not in ("resume", "run_dir")}
+
+
+def prepare_run(cfg: DictConfig) -> tuple[DictConfig, Path]:
+    """Check the settings, then create (or continue, or resume) the run directory."""
+    try:
+        if cfg.resume:
+            run_dir = Path(cfg.resume)
+            saved = load_run_settings(run_dir)
+            overrides = {k: OmegaConf.select(cfg, k) for k in _command_line_overrides()}
+            settings, added = resume_settings(saved, OmegaConf.to_container(cfg, resolve=True), overrides,
+                                              RESUME_ALLOWED)
+            cfg = OmegaConf.create({**settings, "run_dir": str(run_dir), "resume": None})
+            check_config(cfg)
+            resolve_tasks(cfg)
+            save_run_settings(run_dir, OmegaConf.to_container(cfg))
+            print(f"resuming {run_dir}")
+            if added:
+                print(f"  settings not in its config.yaml, from the defaults: {', '.join(added)}")
+            if overrides:
+                print(f"  with {', '.join(f'{k}={v}' for k, v in overrides.items())}")
+        else:
+            check_config(cfg)
+            resolve_tasks(cfg)
+            run_dir = Path(cfg.run_dir) if cfg.run_dir else _new_run_dir(cfg)
+            cfg = OmegaConf.create({**OmegaConf.to_container(cfg, resolve=True), "run_dir": str(run_dir)})
+            if open_run_dir(run_dir, OmegaConf.to_container(cfg), ignore=("run_dir", "resume", *RESUME_ALLOWED)):
+                print(f"continuing {run_dir} (same settings)")
+    except RunDirError as err:
+        raise SystemExit(f"error: {err}") from None
+    return cfg, run_dir
+
+
+def _new_run_dir(cfg: DictConfig) -> Path:
+    import time
+
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    stamp = time.strftime("%Y%m%d_%H%M%S")
+    hc = HydraConfig.get()
+    if hc.mode == RunMode.MULTIRUN:  # one directory per --multirun job
+        stamp += f"_{hc.job.num}_{'-'.join(cfg.algo.names)}"
+    return Path("runs") / "mt10" / stamp

@@ -1,0 +1,68 @@
+"""The recipe's settings checks: every bad value named in one line, before anything is written."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "recipes"))
+import mt10_config  # noqa: E402
+
+
+def config(*overrides):
+    with initialize_config_dir(str(ROOT / "recipes" / "conf"), version_base="1.3"):
+        return compose("config", overrides=["preset=smoke", *overrides])
+
+
+def error_of(*overrides) -> str:
+    with pytest.raises(SystemExit) as err:
+        mt10_config.check_config(config(*overrides))
+    msg = str(err.value)
+    assert msg.startswith("error: ") and "\n" not in msg
+    return msg
+
+
+def test_presets_pass():
+    for preset in ("cpu", "paper", "smoke"):
+        mt10_config.check_config(config(f"preset={preset}"))
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.total_env_steps=-600", "train.total_env_steps must be >= 1, got -600"),
+        ("eval.episodes=0", "eval.episodes must be >= 1, got 0"),
+        ("eval.episodes=129", "eval.episodes must be <= 128"),
+        ("env.horizon=0", "env.horizon must be >= 1"),
+        ("ppo.minibatch_size=2.5", "ppo.minibatch_size must be an integer, got 2.5"),
+        ("optim.lr=0", "optim.lr must be > 0"),
+        ("optim.lr=nan", "optim.lr must be a finite number"),
+        ("schedule.warmup_steps=-1", "schedule.warmup_steps must be > 0"),
+        ("ppo.gamma=1.5", "ppo.gamma must be > 0 and <= 1"),
+        ("buffer.max_size=0", "buffer.max_size must be >= 1"),
+        ("env.num_workers=0", "env.num_workers must be >= 1"),
+        ("env.num_workers=3", "env.num_workers must be 1 or env.num_envs=4"),
+        ("train.quick_eval_episodes=9", "train.quick_eval_episodes must be <= eval.episodes"),
+        ("bc.pretrain_lr=-1", "bc.pretrain_lr must be > 0"),
+        ("model.name=resnet", "model.name must be one of mlp, pixel, octo_small, got 'resnet'"),
+        ("algo.names=[nope]", "unknown algorithm(s) ['nope'] in algo.names"),
+        ("buffer.mode=fifo", "buffer.mode must be one of filtered, static, unrestricted"),
+        ("device=tpu", "device must be one of auto, cpu, cuda"),
+        ("+model.horizon=3", "model.horizon=3 but algorithm"),
+    ],
+)
+def test_bad_settings_are_named(override, message):
+    assert message in error_of(override)
+
+
+def test_all_problems_are_reported_at_once():
+    msg = error_of("train.total_env_steps=-1", "eval.episodes=0")
+    assert "train.total_env_steps" in msg and "eval.episodes" in msg
+
+
+def test_optional_settings_accept_null():
+    mt10_config.check_config(config("bc.pretrain_lr=null", "buffer.length_limit=null", "optim.critic_lr=null"))
