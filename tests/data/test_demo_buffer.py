@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from tensordict import TensorDict
@@ -93,7 +95,8 @@ def test_flat_batch_is_split_on_done_and_incomplete_tail_is_counted():
     flat = torch.cat([traj(3), traj(6, success=False), traj(4), traj(5)[:2]])
     report = buf.extend(flat)
     assert report.admitted == 2
-    assert report.rejected == {"failure": 1, "incomplete": 1}
+    assert report.rejected == {"failure": 1} and report.num_rejected == 1  # the tail is not offered
+    assert report.incomplete == 1 and report.offered == 3
 
 
 def test_list_elements_holding_several_trajectories_are_split():
@@ -102,7 +105,7 @@ def test_list_elements_holding_several_trajectories_are_split():
     rows = [torch.cat([traj(3), traj(4), traj(2)[:1]]), torch.cat([traj(9), traj(6, success=False)])]
     report = buf.extend(rows)
     assert report.admitted_lengths == [3, 4]
-    assert report.rejected == {"incomplete": 1, "too_long": 1, "failure": 1}
+    assert report.rejected == {"too_long": 1, "failure": 1} and report.incomplete == 1
 
 
 def test_eviction_removes_longest_first_not_oldest():
@@ -128,7 +131,7 @@ def test_max_trajectories():
 
 def test_chunk_targets_at_trajectory_end_never_cross_trajectories():
     buf = buffer(experts=(3, 6), action_bounds=None)
-    rows = buf._storage.get(torch.as_tensor(buf._sampler.live))
+    rows = buf.replay_buffer.storage.get(buf._sampler.live)
     for row in rows.unbind(0):
         tag = 100 * int(row["traj_id"])
         t0 = int(row["observation", "state"][0]) - tag
@@ -147,7 +150,7 @@ def test_chunked_trajectory_rows():
     buf2 = buffer(length_limit=9)
     traj_c = chunked_traj(steps)
     assert buf2.extend([traj_c]).admitted_lengths == [9]
-    rows = buf2._storage.get(torch.as_tensor(buf2._trajs[-1].slots))
+    rows = buf2.replay_buffer.storage.get(torch.as_tensor(buf2._trajs[-1].slots))
     assert rows["action_is_pad"].tolist() == [[False] * 4, [False] * 4, [False, True, True, True]]
     assert rows["vla_action", "chunk"].abs().max() <= 1.0  # clipped to the action bounds
     torch.testing.assert_close(rows["vla_action", "chunk"], traj_c["action"].clamp(-1, 1))
@@ -172,8 +175,8 @@ def test_save_load_round_trip(tmp_path, storage):
     assert restored.trajectory_lengths == buf.trajectory_lengths
     assert restored.length_limit == buf.length_limit
     assert restored.stats == buf.stats
-    idx = torch.as_tensor(buf._sampler.live)
-    assert (restored._storage.get(idx) == buf._storage.get(idx)).all()
+    idx = buf._sampler.live
+    assert (restored.replay_buffer.storage.get(idx) == buf.replay_buffer.storage.get(idx)).all()
     # both continue identically
     a, b = buf.extend([traj(3, tag=11)]), restored.extend([traj(3, tag=11)])
     assert a == b and restored.trajectory_lengths == buf.trajectory_lengths
@@ -212,3 +215,133 @@ def test_bad_input():
     short_chunks["action"] = torch.zeros(1, 3, A)
     with pytest.raises(ValueError, match="horizon=4"):
         buf.extend([short_chunks])
+
+
+# -- issue 8: non-finite values are never stored ---------------------------------------
+def _poison(td, key, value, t=1):
+    td = td.clone()
+    td[key][t] = value
+    return td
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: _poison(traj(3), "action", float("nan")),
+        lambda: _poison(traj(3), "action", float("inf")),  # the old buffer clamped it to 1
+        lambda: _poison(traj(3), ("observation", "state"), float("-inf")),
+        lambda: _poison(chunked_traj([4, 2]), "action", float("nan"), t=0),
+        lambda: _poison(chunked_traj([4, 2]), ("observation", "state"), float("nan")),
+    ],
+)
+def test_non_finite_trajectories_are_rejected_and_never_stored(make):
+    buf = buffer(length_limit=9)
+    report = buf.extend([make(), traj(4, tag=7)])
+    assert report.rejected == {"non_finite": 1} and report.admitted_lengths == [4]
+    assert buf.stats.rejected == {"non_finite": 1}
+    assert buf.trajectory_lengths == [5, 8, 4] and len(buf) == 17
+    rows = buf.replay_buffer.storage.get(buf._sampler.live)
+    for key in rows.keys(True, True):
+        if rows[key].is_floating_point():
+            assert torch.isfinite(rows[key]).all(), key
+    assert buf.metrics()["buffer/rejected_non_finite"] == 1
+
+
+def test_non_finite_expert_demo_raises_naming_demo_and_key():
+    bad = _poison(traj(6, tag=100), ("observation", "state"), float("nan"))
+    with pytest.raises(ValueError, match=r"Expert demo 1 has NaN or inf in \('observation', 'state'\).*drop or repair"):
+        LengthFilteredReplayBuffer([traj(5), bad], horizon=H)
+    with pytest.raises(ValueError, match=r"Expert demo 0 has NaN or inf in 'action'"):
+        LengthFilteredReplayBuffer(torch.cat([_poison(traj(4), "action", float("inf")), traj(3)]), horizon=H)
+
+
+def test_expert_demos_that_do_not_fit_raise():
+    """The old buffer silently evicted or dropped expert demos that did not fit."""
+    with pytest.raises(ValueError, match="need 13 rows.*max_size=12"):
+        buffer(experts=(5, 8), max_size=12)
+    with pytest.raises(ValueError, match="max_trajectories=1"):
+        buffer(experts=(5, 8), max_trajectories=1)
+
+
+def test_refused_newcomer_evicts_nothing():
+    """Stored: an expert of 3 steps (3 rows) and a chunked 8-step trajectory (2 rows); 1 row
+    free. A 5-step newcomer needs 5 rows: evicting the 8 frees only 2 and the 3 is shorter
+    than it, so it is refused and the 8 stays (the old buffer evicted the 8, then refused)."""
+    buf = buffer(mode="unrestricted", experts=(3,), max_size=6)
+    assert buf.extend([chunked_traj([4, 4])]).admitted == 1
+    report = buf.extend([traj(5)])
+    assert report.rejected == {"no_room": 1} and report.evicted == 0
+    assert buf.trajectory_lengths == [3, 8] and len(buf) == 5
+
+
+# -- sampling: the same draws as the original buffer -----------------------------------
+# Expected values recorded with the buffer of commit fbef562 (before the reshape): for a
+# given generator state and sequence of extends, sample() must return the same rows.
+_GOLDEN = [
+    (1, 0, [5, 8, 6, 4], [10, 21, 17, 20, 1, 1], [1, 3, 2, 3, 0, 0]),
+    (1, 1, [5, 6, 4, 7], [12, 18, 4, 14, 21, 8], [4, 2, 0, 2, 3, 4]),
+    (2, 1, [5, 6, 4, 6, 2], [7, 7, 13, 15, 3, 0], [5, 5, 2, 2, 0, 0]),
+    (1, 1, [5, 4, 6, 2, 5], [18, 6, 21, 6, 3, 7], [7, 5, 3, 5, 0, 5]),
+]
+
+
+def test_sampling_matches_the_original_buffer_with_evictions():
+    buf = LengthFilteredReplayBuffer(
+        [traj(5, tag=100), traj(8, tag=200), traj(6, tag=300)], horizon=H, max_size=24,
+        batch_size=6, generator=torch.Generator().manual_seed(7),
+    )
+    offers = ([traj(4, tag=400)], [traj(7, tag=500), traj(3, success=False, tag=600)],
+              [traj(6, tag=700), traj(2, tag=800)], [traj(5, tag=900)])
+    for offer, (admitted, evicted, lengths, index, traj_id) in zip(offers, _GOLDEN):
+        report = buf.extend(offer)
+        assert (report.admitted, report.evicted, buf.trajectory_lengths) == (admitted, evicted, lengths)
+        batch = buf.sample()
+        assert batch["index"].tolist() == index and batch["traj_id"].tolist() == traj_id
+        assert torch.equal(buf._sampler.live, torch.tensor(sorted(s for t in buf._trajs for s in t.slots)))
+
+
+# -- persistence ---------------------------------------------------------------------
+def test_round_trip_restores_the_sampler_generator(tmp_path):
+    buf = LengthFilteredReplayBuffer([traj(5), traj(8)], horizon=H, max_size=40, batch_size=8,
+                                     generator=torch.Generator().manual_seed(1))
+    buf.extend([traj(4, tag=3), traj(9), traj(2, tag=5)[:1]])
+    buf.sample()
+    buf.dumps(tmp_path / "ckpt")
+    expected = [buf.sample() for _ in range(3)]
+    restored = LengthFilteredReplayBuffer([traj(2)], horizon=H, max_size=40, batch_size=8,
+                                          generator=torch.Generator().manual_seed(99))
+    restored.loads(tmp_path / "ckpt")
+    for want in expected:
+        assert (restored.sample() == want).all()
+    assert restored.stats == buf.stats and restored.stats.incomplete == 1
+
+
+def test_loads_a_buffer_saved_by_the_previous_version():
+    """tests/data/fixtures/buffer_v1 was written by the buffer of commit fbef562, where an
+    incomplete tail counted as a rejection; samples recorded with that version."""
+    buf = LengthFilteredReplayBuffer([traj(3)], horizon=H, max_size=20, batch_size=4,
+                                     generator=torch.Generator().manual_seed(5))
+    buf.loads(Path(__file__).parent / "fixtures" / "buffer_v1")
+    assert buf.trajectory_lengths == [5, 4, 7] and len(buf) == 16
+    assert buf.stats.rejected == {"failure": 1} and buf.stats.incomplete == 1
+    assert [buf.sample()["index"].tolist() for _ in range(2)] == [[3, 15, 16, 14], [7, 7, 0, 10]]
+    assert buf.extend([traj(2, tag=600)]).admitted == 1
+    assert buf.sample()["index"].tolist() == [6, 10, 1, 12]
+
+
+def test_loads_refuses_a_newer_format(tmp_path):
+    buffer().dumps(tmp_path / "c")
+    meta_file = tmp_path / "c" / "length_filtered_buffer.json"
+    meta_file.write_text(meta_file.read_text().replace('"version": 2', '"version": 3'))
+    with pytest.raises(ValueError, match="newer torchrl_chunk.*upgrade"):
+        buffer().loads(tmp_path / "c")
+
+
+def test_metrics_for_logging():
+    buf = buffer()
+    buf.extend([traj(3), traj(9), traj(4, success=False), traj(2)[:1]])
+    m = buf.metrics()
+    assert m["buffer/rows"] == len(buf) == 16 and m["buffer/trajectories"] == 3
+    assert m["buffer/admitted"] == 1 and m["buffer/rejected"] == 2 and m["buffer/incomplete"] == 1
+    assert m["buffer/rejected_too_long"] == 1 and m["buffer/rejected_failure"] == 1
+    assert m["buffer/rejected_no_room"] == 0 and m["buffer/length_limit"] == 8

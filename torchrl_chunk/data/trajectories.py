@@ -1,0 +1,163 @@
+"""From collected trajectories to the BC rows of the demo buffer D_demo (Section II.B).
+
+A trajectory is a TensorDict with one time dim ``[T]``, in one of two layouts:
+
+* per-step (expert demos): ``"action"`` ``[T, action_dim]``, one row per env step;
+* chunked (from :class:`~torchrl_chunk.envs.ChunkedEnv`): ``"action"`` ``[T, h, action_dim]``
+  and ``("next", "steps_executed")`` ``[T, 1]``, one row per decision.
+
+Both carry ``("next", "done")`` and ``("next", "success")``.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import torch
+from tensordict import NestedKey, TensorDict, TensorDictBase
+from torchrl.envs.transforms import ActionChunkTransform
+
+from torchrl_chunk.keys import (
+    ACTION_CHUNK_KEY,
+    ACTION_IS_PAD_KEY,
+    ACTION_KEY,
+    STEPS_EXECUTED_KEY,
+    SUCCESS_KEY,
+)
+
+DONE = ("next", "done")
+SUCCESS = ("next", SUCCESS_KEY)
+STEPS = ("next", STEPS_EXECUTED_KEY)
+OBSERVATION = "observation"
+
+
+def get_entry(traj: TensorDictBase, key: NestedKey) -> torch.Tensor:
+    """``traj[key]``, or a ``KeyError`` that lists what a trajectory needs."""
+    value = traj.get(key, None)
+    if value is None:
+        raise KeyError(
+            f"Trajectory has no {key!r} entry (keys: {list(traj.keys(True, True))}). "
+            "Trajectories need 'action', ('next', 'done') and ('next', 'success')."
+        )
+    return value
+
+
+def split_trajectories(
+    data: Sequence[TensorDictBase] | TensorDictBase,
+) -> Iterator[TensorDictBase | None]:
+    """Cut every input TensorDict ``[T]`` after each ``("next", "done")``.
+
+    Yields each finished trajectory, and ``None`` for a trailing segment with no done flag
+    (an episode still running when the batch ended).
+    """
+    if isinstance(data, TensorDictBase):
+        data = [data]
+    for part in data:
+        if not isinstance(part, TensorDictBase) or part.batch_dims != 1:
+            raise ValueError(
+                "Expected trajectories with one time dim [T] (or a list of them), got "
+                f"{getattr(part, 'batch_size', type(part).__name__)}. Pass collector batches "
+                "row by row ([batch[i] for i in range(batch.shape[0])]) or use "
+                "Collector(traj_format='cat')."
+            )
+        if part.shape[0] == 0:
+            raise ValueError("Got an empty trajectory (0 steps).")
+        start = 0
+        for end in torch.nonzero(get_entry(part, DONE).reshape(-1)).flatten().tolist():
+            yield part[start : end + 1]
+            start = end + 1
+        if start < part.shape[0]:
+            yield None
+
+
+def is_chunked(traj: TensorDictBase, horizon: int) -> bool:
+    """Whether ``traj`` holds chunks ``[T, h, action_dim]`` (else per-step actions)."""
+    action = get_entry(traj, ACTION_KEY)
+    if action.ndim == 3:
+        if action.shape[1] != horizon:
+            raise ValueError(
+                f"Chunked trajectory has chunks of length {action.shape[1]}, the buffer "
+                f"uses horizon={horizon}."
+            )
+        return True
+    if action.ndim == 2:
+        return False
+    raise ValueError(
+        f"'action' must be [T, action_dim] (per-step) or [T, h, action_dim] (chunked), "
+        f"got {tuple(action.shape)}."
+    )
+
+
+def length_and_success(traj: TensorDictBase, horizon: int) -> tuple[int, bool]:
+    """``L(x_i)`` in env steps (executed steps of a chunked trajectory) and its success."""
+    success = bool(get_entry(traj, SUCCESS).any())
+    if is_chunked(traj, horizon):
+        steps = traj.get(STEPS, None)
+        length = int(steps.sum()) if steps is not None else traj.shape[0] * horizon
+    else:
+        length = traj.shape[0]
+    return length, success
+
+
+def non_finite_key(traj: TensorDictBase) -> NestedKey | None:
+    """The first of ``"action"`` and the ``"observation"`` entries holding NaN or inf, if any."""
+    entries = [(ACTION_KEY, get_entry(traj, ACTION_KEY))]
+    obs = traj.get(OBSERVATION, None)
+    if isinstance(obs, TensorDictBase):
+        entries += [((OBSERVATION, *_as_tuple(k)), v) for k, v in obs.items(True, True)]
+    elif obs is not None:
+        entries.append((OBSERVATION, obs))
+    for key, value in entries:
+        if torch.is_tensor(value) and value.is_floating_point() and not torch.isfinite(value).all():
+            return key
+    return None
+
+
+def _as_tuple(key: NestedKey) -> tuple:
+    return key if isinstance(key, tuple) else (key,)
+
+
+def chunk_rows(
+    traj: TensorDictBase,
+    horizon: int,
+    *,
+    traj_id: int,
+    expert: bool,
+    action_bounds: tuple[float, float] | None,
+    chunker: ActionChunkTransform,
+) -> TensorDictBase:
+    r"""The BC rows of one trajectory; a chunk never crosses the trajectory's end.
+
+    * per-step: one row per env step ``t`` with ``o_t`` and ``a_{t:t+h-1}`` (TorchRL's
+      :class:`~torchrl.envs.transforms.ActionChunkTransform`); the last ``h-1`` rows
+      are padded (``"action_is_pad"``, the padding repeats the last action);
+    * chunked: one row per decision with the chunk the policy emitted; the steps not
+      executed (the last chunk, cut short by success or the time limit) are padded.
+
+    Chunk targets are clipped to ``action_bounds`` (the env clips what it executes, so
+    the clipped chunk is what happened). Each row holds every ``"observation"`` entry,
+    ``("vla_action", "chunk")`` ``[h, action_dim]``, ``"action_is_pad"`` ``[h]``,
+    ``"traj_id"`` and ``"is_expert"``.
+    """
+    T = traj.shape[0]
+    rows = traj.select(OBSERVATION).clone()
+    if is_chunked(traj, horizon):
+        chunk = traj.get(ACTION_KEY)
+        steps = traj.get(STEPS, None)
+        executed = steps.reshape(T, 1) if steps is not None else torch.full((T, 1), horizon)
+        pad = torch.arange(horizon).expand(T, -1) >= executed.to(torch.long)
+    else:
+        window = chunker(TensorDict({ACTION_KEY: traj.get(ACTION_KEY)}, [T]).unsqueeze(0))
+        chunk = window.get(ACTION_CHUNK_KEY)[0]
+        pad = window.get(ACTION_IS_PAD_KEY)[0]
+    chunk = chunk.detach().to(torch.float32)
+    if action_bounds is not None:
+        chunk = chunk.clamp(*action_bounds)
+    rows.set(ACTION_CHUNK_KEY, chunk)
+    rows.set(ACTION_IS_PAD_KEY, pad.bool())
+    rows.set("traj_id", torch.full((T,), traj_id, dtype=torch.long))
+    rows.set("is_expert", torch.full((T,), expert, dtype=torch.bool))
+    return rows
+
+
+__all__ = ["chunk_rows", "length_and_success", "non_finite_key", "split_trajectories"]
