@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from modules.octo.octo_writer import write_octo_checkpoint
 from torchrl_chunk.modules.octo import (
     OctoCheckpointError,
     OctoConfig,
@@ -26,7 +27,6 @@ from torchrl_chunk.modules.octo import (
     load_octo_checkpoint,
     load_torch_checkpoint,
     save_torch_checkpoint,
-    write_octo_checkpoint,
 )
 from torchrl_chunk.modules.octo.serialization import (
     flatten_tree,

@@ -1,7 +1,7 @@
 """Layer-level equivalence with ``flax.linen`` run in JAX on CPU (same weights).
 
 Each test draws Flax-layout parameters, runs the Flax module, converts the parameters
-with the checkpoint loader's own transforms (``flax_to_torch_array``) and compares the
+with the checkpoint loader's own correspondence table (``flax_layout.leaf_table``) and compares the
 torch output. Tolerance: max |torch - flax| <= 1e-5 * max(1, max |flax|).
 """
 
@@ -20,7 +20,7 @@ import flax.linen as fnn  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from flax.traverse_util import flatten_dict  # noqa: E402
 
-from torchrl_chunk.modules.octo.checkpoint import flax_to_torch_array  # noqa: E402
+from torchrl_chunk.modules.octo.flax_layout import leaf_table  # noqa: E402
 from torchrl_chunk.modules.octo.tokenizers import SmallStem, StdConv  # noqa: E402
 from torchrl_chunk.modules.octo.transformer import (  # noqa: E402
     EncoderBlock,
@@ -57,17 +57,12 @@ def unflat(flat):
     return unflatten_dict({tuple(k.split("/")): jnp.asarray(v) for k, v in flat.items()})
 
 
-def load(module: torch.nn.Module, flat: dict, prefix: str = "") -> None:
-    """Load flat Flax leaves (paths relative to the module) with the loader's rules."""
-    state = {}
-    for path, arr in flat.items():
-        parts = path.split("/")
-        if parts[-1] in ("kernel", "scale"):
-            parts[-1] = "weight"
-        state[prefix + ".".join(parts)] = torch.from_numpy(
-            np.ascontiguousarray(flax_to_torch_array(path, arr))
-        )
-    module.load_state_dict(state, strict=True)  # every torch tensor filled, no extra leaf
+def load(module: torch.nn.Module, flat: dict) -> None:
+    """Load flat Flax leaves (paths relative to the module) with the loader's table."""
+    rows = leaf_table(module)
+    assert {r.flax_path for r in rows} == set(flat)  # every leaf used, every tensor filled
+    state = {r.torch_name: torch.from_numpy(np.ascontiguousarray(r.to_torch(flat[r.flax_path]))) for r in rows}
+    module.load_state_dict(state, strict=True)
 
 
 def rand(*shape, seed=1, scale=1.0):

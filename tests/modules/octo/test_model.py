@@ -7,13 +7,13 @@ import torch
 from tensordict import TensorDict
 
 from torchrl_chunk.keys import IMAGE_KEY, SAMPLE_LOG_PROB_KEY, TASK_ID_KEY
+from modules.octo.octo_writer import write_octo_checkpoint
 from torchrl_chunk.modules.octo import (
     InstructionEmbeddings,
     OctoConfig,
     OctoTransformer,
     count_parameters,
     make_octo_actor_critic,
-    write_octo_checkpoint,
     export_flax_params,
     find_octo_backbones,
 )

@@ -14,6 +14,7 @@ parameter tree.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -21,6 +22,19 @@ OctoVersion = Literal["1.0", "1.5"]
 
 #: Width of the T5 encoder output by encoder name (``task_tokenizers.language``).
 T5_WIDTHS = {"t5-small": 512, "t5-base": 768, "t5-large": 1024}
+
+
+def _check_field_types(config: Any) -> None:
+    """Refuse a field of the wrong scalar type (e.g. ``num_layers="12"`` from a bad file)."""
+    kinds = {"int": (numbers.Integral,), "float": (numbers.Real,), "bool": (bool,), "str": (str,)}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        ok = kinds.get(f.type)
+        if ok and (not isinstance(value, ok) or (f.type != "bool" and isinstance(value, bool))):
+            raise TypeError(
+                f"{type(config).__name__}.{f.name} must be {f.type}, got "
+                f"{type(value).__name__} {value!r}."
+            )
 
 
 @dataclass(frozen=True)
@@ -47,6 +61,7 @@ class ImageTokenizerConfig:
     num_groups: int = 32
 
     def __post_init__(self) -> None:
+        _check_field_types(self)
         down = 2 ** len(self.features)
         if self.patch_size % down:
             raise ValueError(
@@ -128,6 +143,7 @@ class OctoConfig:
     action_dim: int = 7
 
     def __post_init__(self) -> None:
+        _check_field_types(self)
         if self.embed_dim % self.num_heads:
             raise ValueError(
                 f"embed_dim={self.embed_dim} is not divisible by num_heads={self.num_heads}."

@@ -237,3 +237,8 @@ class OctoTransformer(nn.Module):
         """The ``[B, D]`` readout of the last (current) window position, averaged over the
         readout tokens -- the feature Octo's action heads use at inference."""
         return outputs["readout_action"][:, -1].mean(dim=-2)
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of parameters (25,338,496 for the octo-small-1.5 backbone, spec 5.1)."""
+    return sum(p.numel() for p in module.parameters())

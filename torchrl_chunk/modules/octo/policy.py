@@ -171,8 +171,13 @@ def as_instruction_table(
     if isinstance(instructions, Path) or (
         isinstance(instructions, str) and Path(instructions).expanduser().is_file()
     ):
-        blob = torch.load(Path(instructions).expanduser(), map_location="cpu", weights_only=True)
-        return InstructionEmbeddings(blob["embeddings"], blob.get("mask"))
+        return load_instruction_table(instructions)
+    if isinstance(instructions, str):
+        raise ValueError(
+            f"instructions={instructions!r} is not an existing file; pass the file written by "
+            "`python -m torchrl_chunk.modules.octo.convert instructions`, a [num_tasks, 16, 768] "
+            "tensor, or a list of instruction strings ordered by task_id."
+        )
     if isinstance(instructions, torch.Tensor):
         return InstructionEmbeddings(instructions)
     if isinstance(instructions, (str, bytes)) or not isinstance(instructions, Sequence):
@@ -189,6 +194,25 @@ def as_instruction_table(
             )
         t5_encoder = T5LanguageEncoder.from_pretrained(t5_path)
     return InstructionEmbeddings.from_instructions(list(instructions), t5_encoder)
+
+
+def load_instruction_table(path: str | Path) -> InstructionEmbeddings:
+    """Read a table written by ``python -m torchrl_chunk.modules.octo.convert instructions``."""
+    p = Path(path).expanduser()
+    fix = "write it with `python -m torchrl_chunk.modules.octo.convert instructions T5_DIR DST --file ...`"
+    if not p.is_file():
+        raise ValueError(f"instruction table {p} does not exist; {fix}.")
+    try:
+        blob = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch.load raises many types for a foreign/truncated file
+        why = (str(err).strip().splitlines() or [""])[0][:160]
+        raise ValueError(
+            f"instruction table {p} cannot be read by torch.load ({type(err).__name__}: {why}); "
+            f"it is not a torch file or it is truncated: {fix}."
+        ) from err
+    if not isinstance(blob, dict) or not isinstance(blob.get("embeddings"), torch.Tensor):
+        raise ValueError(f"instruction table {p} has no 'embeddings' tensor; {fix}.")
+    return InstructionEmbeddings(blob["embeddings"], blob.get("mask"))
 
 
 def make_octo_backbone(
@@ -211,16 +235,14 @@ def make_octo_backbone(
             ``time_position_offset``) and must match the checkpoint's architecture.
         instructions: see :func:`as_instruction_table`.
         checkpoint: an official checkpoint directory or a file from
-            :func:`save_torch_checkpoint`; ``None`` = random init.
+            :func:`~torchrl_chunk.modules.octo.torch_checkpoint.save_torch_checkpoint`;
+            ``None`` = random init.
         t5_path: local t5-base directory, only used to encode instruction strings.
         image_key, task_id_key, timestep_pad_mask_key: input keys (pad mask optional).
         out_key: where the embedding goes.
     """
-    from torchrl_chunk.modules.octo.checkpoint import (
-        OctoCheckpointError,
-        load_octo_checkpoint,
-        load_torch_checkpoint,
-    )
+    from torchrl_chunk.modules.octo.checkpoint import load_octo_checkpoint
+    from torchrl_chunk.modules.octo.torch_checkpoint import load_torch_checkpoint
 
     if checkpoint is not None:
         path = Path(checkpoint).expanduser()
@@ -229,9 +251,7 @@ def make_octo_backbone(
             transformer = loader(path).transformer
         else:
             transformer = OctoTransformer(config)
-            loaded = loader(path, transformer)
-            if loaded.report.missing or loaded.report.unexpected:  # pragma: no cover
-                raise OctoCheckpointError(str(loaded.report))
+            loader(path, transformer)  # strict: refuses missing or unexpected weights
     else:
         transformer = OctoTransformer(config or OctoConfig())
     table = as_instruction_table(instructions, t5_path=t5_path)

@@ -6,6 +6,10 @@ of type 1, each holding the msgpack triple ``(shape, dtype name, C-order bytes)`
 ``flax.serialization``'s scheme; we read and write it without importing JAX or Flax.
 Arrays above 1 GiB are stored by Flax as ``{"__msgpack_chunked_array__": True, ...}``;
 both directions handle that too.
+
+:func:`read_msgpack_file` turns every way a file can be unreadable (truncated, not msgpack,
+a corrupt array payload, bfloat16) into a one-line
+:class:`~torchrl_chunk.modules.octo.errors.OctoCheckpointError` naming the file.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from torchrl_chunk.modules.octo.errors import OctoCheckpointError
 
 PLACEHOLDER_PREFIX = "PLACEHOLDER://"
 _EXT_NDARRAY, _EXT_COMPLEX, _EXT_NPSCALAR = 1, 2, 3
@@ -37,8 +43,9 @@ def _array_from_payload(data: bytes) -> np.ndarray:
     shape, dtype_name, buffer = msgpack.unpackb(data, raw=True)
     name = dtype_name.decode() if isinstance(dtype_name, bytes) else dtype_name
     if name == "bfloat16":
-        raise ValueError(
-            "this checkpoint stores bfloat16 arrays; convert it to float32 with flax first."
+        raise OctoCheckpointError(
+            "the data stores bfloat16 arrays; convert it to float32 with flax first "
+            "(jax.tree.map(lambda x: x.astype('float32'), params))."
         )
     return np.frombuffer(buffer, dtype=np.dtype(name)).reshape(shape)
 
@@ -110,7 +117,20 @@ def msgpack_serialize(tree: Mapping[str, Any]) -> bytes:
 
 
 def read_msgpack_file(path: str | Path) -> dict[str, Any]:
-    return msgpack_restore(Path(path).read_bytes())
+    """:func:`msgpack_restore` of a file; one-line errors naming the file otherwise."""
+    try:
+        return msgpack_restore(Path(path).read_bytes())
+    except OctoCheckpointError as err:
+        raise OctoCheckpointError(f"{path}: {err}") from err
+    except OSError as err:
+        raise OctoCheckpointError(f"{path} cannot be read ({err.strerror or err}).") from err
+    except (ValueError, TypeError, KeyError, IndexError) as err:
+        # msgpack: "Unpack failed: incomplete input" (truncated), ExtraData (not msgpack);
+        # numpy: an array payload whose bytes do not fill its shape.
+        raise OctoCheckpointError(
+            f"{path} is not a complete Flax msgpack file ({type(err).__name__}: {err}): the "
+            "download was cut short or the file is something else; download it again."
+        ) from err
 
 
 def write_msgpack_file(path: str | Path, tree: Mapping[str, Any]) -> None:
