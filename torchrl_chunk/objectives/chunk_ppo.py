@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from tensordict import TensorDictBase
+from tensordict.nn import dispatch
+from tensordict.utils import NestedKey
 from torchrl.objectives import ClipPPOLoss
 from torchrl.objectives.utils import ValueEstimators
 
@@ -19,6 +22,14 @@ _ACTOR_HINT = (
     "distribution_kwargs={'event_dim': 2}) (TanhNormal spells it 'event_dims': 2), or use "
     "torchrl_chunk.modules.make_chunk_actor_critic, which does this."
 )
+
+
+def _build_estimator_to_load(module, state_dict, prefix, *args) -> None:
+    """A saved loss holds its (lazily built) estimator's buffers: build it before loading."""
+    if module._value_estimator is None and any(
+        k.startswith(prefix + "_value_estimator.") for k in state_dict
+    ):
+        module._default_value_estimator()
 
 
 class ChunkClipPPOLoss(ClipPPOLoss):
@@ -49,21 +60,32 @@ class ChunkClipPPOLoss(ClipPPOLoss):
 
     This class is TorchRL's :class:`~torchrl.objectives.ClipPPOLoss` with three changes:
 
-    * **validation**: the actor's log-prob must be one scalar per sample (the joint chunk
-      likelihood). An actor whose distribution has an event over the action dim only
-      (TorchRL's default ``event_dim=1``) yields ``[*B, h]`` log-probs, which the parent
-      silently turns into per-action PPO; here it raises ``ValueError``. The action must
-      be ``[*B, h, action_dim]``, with ``h == horizon`` when ``horizon`` is given.
+    * **validation** (for ``horizon`` ``None`` or ``> 1``): the actor's log-prob must be
+      one scalar per advantage entry (the joint chunk likelihood). An actor whose
+      distribution has an event over the action dim only (TorchRL's default
+      ``event_dim=1``) yields ``[*B, h]`` log-probs, which the parent silently turns into
+      per-action PPO; here it raises ``ValueError``, as does an action with fewer dims
+      than the policy's samples (it would be broadcast). With ``horizon=h > 1`` the
+      action must be ``[*B, h, action_dim]``. ``horizon=1`` skips every check: the loss
+      is then ``ClipPPOLoss`` itself and accepts all it accepts (per-step actions,
+      composite distributions, multi-agent batches, ``reduction``, asymmetric
+      ``clip_epsilon``, ``functional=False``, ...). ``horizon=None`` does too, except
+      token-level ratios (several log-probs per advantage entry).
     * **paper defaults**: ``clip_epsilon=0.2``, clipped value loss with the same 0.2,
       ``loss_critic_type="l2"`` (squared error), ``critic_coeff=0.5``,
-      ``entropy_coeff=0.0``, GAE with ``gamma=0.99``, ``lmbda=0.95``.
+      ``entropy_coeff=0.0``, GAE with ``gamma=0.99``, ``lmbda=0.95`` (TorchRL's are
+      ``clip_value=None``, ``"smooth_l1"``, ``1.0``, ``0.01``; pass them to get its
+      numbers).
     * **discount per chunk or per step** (Eq. 5):
 
       - ``discount="chunk"`` (the paper): one factor ``gamma`` per chunk decision;
       - ``discount="step"``: ``gamma ** k`` with ``k`` the number of env steps actually
         executed by the chunk (``("next", "steps_executed")``, written by
-        :class:`~torchrl_chunk.envs.ChunkedEnv`), via GAE's ``steps_to_next_obs``. This
-        is the semi-MDP discount: a chunk cut short by termination is discounted less.
+        :class:`~torchrl_chunk.envs.ChunkedEnv`), via the value estimator's
+        ``steps_to_next_obs`` key. This is the semi-MDP discount: a chunk cut short by
+        termination is discounted less. The key is the loss's ``steps_to_next_obs``
+        (``set_keys``) and is passed on to every estimator ``make_value_estimator``
+        builds.
 
     Termination and truncation follow TorchRL's GAE: ``("next", "terminated")`` stops the
     bootstrap (``V(o_{t+1}) = 0``), a truncation at the time limit (``done`` without
@@ -75,7 +97,8 @@ class ChunkClipPPOLoss(ClipPPOLoss):
         critic_network: the value network writing ``"state_value"``.
 
     Keyword Args:
-        horizon: expected chunk length ``h``; checked against the action when given.
+        horizon: chunk length ``h``; ``h > 1`` is checked against the action, ``1``
+            makes the loss plain ``ClipPPOLoss`` (see above).
         discount: ``"chunk"`` or ``"step"``, see above.
         gamma, lmbda: GAE discount and lambda.
         deactivate_vmap: evaluate the critic in GAE without ``torch.vmap`` (needed for
@@ -85,9 +108,17 @@ class ChunkClipPPOLoss(ClipPPOLoss):
         **kwargs: any other ``ClipPPOLoss`` keyword (``normalize_advantage``,
             ``separate_losses``, ``functional``, ``reduction``, ...).
 
+    Keys (``set_keys``): ClipPPOLoss's (``advantage``, ``value_target``, ``value``,
+    ``sample_log_prob``, ``action``, ``reward``, ``done``, ``terminated``) and
+    ``steps_to_next_obs`` (default ``("next", "steps_executed")``, read by the value
+    estimator when ``discount="step"``).
+
     Outputs: ``loss_objective``, ``loss_critic``, ``loss_entropy`` (sum them) and the
-    parent's detached diagnostics (``clip_fraction``, ``kl_approx``, ``ESS``,
-    ``entropy``, ``explained_variance``, ``value_clip_fraction``, ...).
+    parent's detached diagnostics: ``clip_fraction`` (share of clipped ratios),
+    ``kl_approx`` (mean ``log pi_old - log pi``), ``entropy`` (mean policy entropy),
+    ``explained_variance`` (``1 - Var(R - V) / Var(R)``, shape ``[1]``),
+    ``value_clip_fraction``, ``ESS``, ``max_ratio``, ``mean_ratio``. None of them syncs
+    with the host.
 
     Example:
         >>> actor, critic = make_chunk_actor_critic(backbone, 64, horizon=4, action_dim=4)
@@ -98,16 +129,31 @@ class ChunkClipPPOLoss(ClipPPOLoss):
         >>> (out["loss_objective"] + out["loss_critic"] + out["loss_entropy"]).backward()
     """
 
+    @dataclass
+    class _AcceptedKeys(ClipPPOLoss._AcceptedKeys):
+        """ClipPPOLoss's keys plus the executed-steps count.
+
+        Attributes:
+            steps_to_next_obs: env steps executed by each chunk ``[*B, 1]``; the value
+                estimator discounts by ``gamma ** k`` when ``discount="step"``.
+                Defaults to ``("next", "steps_executed")``.
+        """
+
+        steps_to_next_obs: NestedKey = ("next", STEPS_EXECUTED_KEY)
+
+    default_keys = _AcceptedKeys
+    tensor_keys: _AcceptedKeys
+
     def __init__(
         self,
-        actor_network,
+        actor_network=None,
         critic_network=None,
         *,
         horizon: int | None = None,
         discount: DiscountMode = "chunk",
         gamma: float = 0.99,
         lmbda: float = 0.95,
-        clip_epsilon: float = 0.2,
+        clip_epsilon: float | tuple[float, float] = 0.2,
         clip_value: bool | float | None = True,
         loss_critic_type: str = "l2",
         critic_coeff: float | None = 0.5,
@@ -121,6 +167,7 @@ class ChunkClipPPOLoss(ClipPPOLoss):
             raise ValueError(f"horizon must be >= 1, got {horizon}.")
         if not 0.0 <= gamma <= 1.0 or not 0.0 <= lmbda <= 1.0:
             raise ValueError(f"gamma and lmbda must lie in [0, 1], got gamma={gamma}, lmbda={lmbda}.")
+        self.discount = discount  # read by the key hooks that ClipPPOLoss.__init__ runs
         super().__init__(
             actor_network,
             critic_network,
@@ -132,32 +179,61 @@ class ChunkClipPPOLoss(ClipPPOLoss):
             **kwargs,
         )
         self.horizon = horizon
-        self.discount = discount
-        if critic_network is not None:
-            self.make_value_estimator(
-                ValueEstimators.GAE, gamma=gamma, lmbda=lmbda, deactivate_vmap=deactivate_vmap
-            )
-            if discount == "step":
-                self.value_estimator.set_keys(steps_to_next_obs=("next", STEPS_EXECUTED_KEY))
+        self._gae_kwargs = {"gamma": gamma, "lmbda": lmbda, "deactivate_vmap": deactivate_vmap}
+        self.register_load_state_dict_pre_hook(_build_estimator_to_load)
+
+    # -- keys and value estimator -----------------------------------------------------
+    def _default_value_estimator(self) -> None:
+        """GAE with this loss's ``gamma`` and ``lmbda``, built on first use as in TorchRL
+        (so that ``set_keys`` calls after construction are checked against the critic
+        only then)."""
+        self.make_value_estimator(ValueEstimators.GAE, **self._gae_kwargs)
+
+    def make_value_estimator(self, value_type: ValueEstimators = None, **hyperparams):
+        """ClipPPOLoss's, then the ``"step"`` discount's key is set on the new estimator."""
+        out = super().make_value_estimator(value_type, **hyperparams)
+        self._forward_steps_key()
+        return out
+
+    def _forward_steps_key(self) -> None:
+        estimator = getattr(self, "_value_estimator", None)
+        if estimator is not None and getattr(self, "discount", "chunk") == "step":
+            estimator.set_keys(steps_to_next_obs=self.tensor_keys.steps_to_next_obs)
+
+    def _forward_value_estimator_keys(self, **kwargs) -> None:
+        super()._forward_value_estimator_keys(**kwargs)
+        self._forward_steps_key()
+
+    def _set_in_keys(self):
+        super()._set_in_keys()
+        if getattr(self, "discount", "chunk") == "step":
+            self._in_keys = list({*self._in_keys, self.tensor_keys.steps_to_next_obs})
 
     # -- validation -------------------------------------------------------------------
+    @property
+    def _checks_chunks(self) -> bool:
+        return self.horizon != 1
+
     def _check_action(self, tensordict: TensorDictBase) -> None:
-        action = tensordict.get(self.tensor_keys.action, None)
+        key = self.tensor_keys.action
+        if not isinstance(key, (str, tuple)):
+            return  # several action heads: a composite distribution, checked by the parent
+        action = tensordict.get(key, None)
         if action is None:
             raise KeyError(
-                f"ChunkClipPPOLoss: the batch has no action under {self.tensor_keys.action!r}. "
+                f"ChunkClipPPOLoss: the batch has no action under {key!r}. "
                 "Pass the rollout collected with the chunk actor, or set_keys(action=...)."
             )
-        if not isinstance(action, torch.Tensor):
-            return  # composite actions: shapes are checked through the log-prob
+        if not isinstance(action, torch.Tensor) or self.horizon is None:
+            return
         batch_dims = tensordict.batch_dims
         if action.ndim != batch_dims + 2:
             raise ValueError(
-                f"ChunkClipPPOLoss expects actions shaped [*batch, h, action_dim] "
-                f"(batch {tuple(tensordict.batch_size)}), got {tuple(action.shape)}. "
-                "A single action per step is a chunk of h=1: unsqueeze(-2) it."
+                f"ChunkClipPPOLoss(horizon={self.horizon}) expects actions shaped [*batch, h, "
+                f"action_dim] (batch {tuple(tensordict.batch_size)}), got {tuple(action.shape)}. "
+                "A single action per step is horizon=1."
             )
-        if self.horizon is not None and action.shape[-2] != self.horizon:
+        if action.shape[-2] != self.horizon:
             raise ValueError(
                 f"ChunkClipPPOLoss(horizon={self.horizon}) got chunks of length "
                 f"{action.shape[-2]} (action shape {tuple(action.shape)}). Use the same h "
@@ -166,25 +242,50 @@ class ChunkClipPPOLoss(ClipPPOLoss):
 
     def _get_cur_log_prob(self, tensordict: TensorDictBase, params=None):
         log_prob, dist, is_composite = super()._get_cur_log_prob(tensordict, params=params)
-        if not is_composite and log_prob.shape != tensordict.batch_size:
+        if is_composite or not self._checks_chunks:
+            return log_prob, dist, is_composite
+        action = tensordict.get(self.tensor_keys.action)
+        try:
+            sample_shape = dist.batch_shape + dist.event_shape
+        except (AttributeError, NotImplementedError):
+            sample_shape = None
+        if sample_shape is not None and action.ndim < len(sample_shape):
+            raise ValueError(
+                f"ChunkClipPPOLoss: the action {tuple(action.shape)} has fewer dims than the "
+                f"policy's samples {tuple(sample_shape)} and would be broadcast. Store the "
+                "actions the policy emitted: for a chunk policy [*batch, h, action_dim]."
+            )
+        # _log_weight has checked the stored log-prob against the advantage already.
+        prev = tensordict.get(self.tensor_keys.sample_log_prob)
+        if log_prob.shape != prev.shape:
             raise ValueError(
                 f"ChunkClipPPOLoss needs one joint log-prob per chunk (shape "
-                f"{tuple(tensordict.batch_size)}), but the actor returned shape "
+                f"{tuple(prev.shape)}), but the actor returned shape "
                 f"{tuple(log_prob.shape)}: its distribution treats part of the chunk as batch, "
                 f"which would make this per-action PPO. {_ACTOR_HINT}"
             )
         return log_prob, dist, is_composite
 
     def _log_weight(self, tensordict: TensorDictBase, adv_shape: torch.Size):
-        prev = tensordict.get(self.tensor_keys.sample_log_prob, None)
-        if isinstance(prev, torch.Tensor) and prev.shape != adv_shape:
+        key = self.tensor_keys.sample_log_prob
+        prev = tensordict.get(key, None) if isinstance(key, (str, tuple)) else None
+        # An advantage without its trailing value dim is the parent's error to report.
+        covers_batch = len(adv_shape) >= tensordict.batch_dims
+        if (
+            self._checks_chunks
+            and covers_batch
+            and isinstance(prev, torch.Tensor)
+            and prev.shape != adv_shape
+        ):
             raise ValueError(
-                f"The stored log-prob {self.tensor_keys.sample_log_prob!r} has shape "
-                f"{tuple(prev.shape)}, expected one scalar per chunk {tuple(adv_shape)}: the "
-                f"actor used for collection is not a joint-chunk actor. {_ACTOR_HINT}"
+                f"The stored log-prob {key!r} has shape {tuple(prev.shape)}, expected one "
+                f"scalar per advantage entry {tuple(adv_shape)}: the actor used for "
+                f"collection is not a joint-chunk actor. {_ACTOR_HINT}"
             )
         return super()._log_weight(tensordict, adv_shape)
 
+    @dispatch
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
-        self._check_action(tensordict)
+        if self._checks_chunks:
+            self._check_action(tensordict)
         return super().forward(tensordict)
