@@ -18,16 +18,12 @@ import json
 import sys
 from pathlib import Path
 
-from torchrl_chunk.evaluation import results_to_csv, results_to_markdown
-
-
-#: Column order of the paper's Table I; other labels (ablations) follow in order of appearance.
-TABLE_I_ORDER = ["SFT", "SFT-100", "PPO", "Ours"]
+from torchrl_chunk.evaluation import TABLE_I_LABELS, build_table, results_to_csv, results_to_markdown
 
 
 def collect(run_dirs: list[Path | str]) -> dict[str, dict[str, dict]]:
     """Table of ``label -> task -> metrics``; an argument ``DIR=TAG`` tags DIR's labels."""
-    table: dict[str, dict[str, dict]] = {}
+    results = []
     for arg in run_dirs:
         run_dir, _, tag = str(arg).partition("=")
         run_dir = Path(run_dir)
@@ -36,10 +32,8 @@ def collect(run_dirs: list[Path | str]) -> dict[str, dict[str, dict]]:
             raise SystemExit(f"error: {run_dir} holds no jobs/<algo>/<task>/result.json; is it a finished run?")
         for f in files:
             r = json.loads(f.read_text())
-            label = f"{r['label']} ({tag})" if tag else r["label"]
-            table.setdefault(label, {})[r["task"]] = r["metrics"]
-    known = [label for label in TABLE_I_ORDER if label in table]
-    return {label: table[label] for label in known + [k for k in table if k not in known]}
+            results.append({**r, "label": f"{r['label']} ({tag})" if tag else r["label"]})
+    return build_table(results, label_order=TABLE_I_LABELS)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -248,7 +248,7 @@ def write_result(cfg: DictConfig, job: Job, metrics: dict, wall_time_s: float) -
         "algo": job.algo, "label": job.spec.label, "task": job.task, "metrics": metrics,
         "env_steps": job.state["env_steps"], "updates": job.state["updates"], "wall_time_s": wall_time_s,
         "buffer": {"trajectories": b.num_trajectories, "admitted": b.stats.admitted, "rejected": b.stats.rejected,
-                   "evicted": b.stats.evicted, "length_limit": b.length_limit},
+                   "incomplete": b.stats.incomplete, "evicted": b.stats.evicted, "length_limit": b.length_limit},
         "history": job.state["history"],
     }
     (job.dir / RESULT).write_text(json.dumps(result, indent=1))
@@ -285,9 +285,7 @@ def plot_curve(result: dict, path: Path) -> None:
 
 
 def write_tables(run_dir: Path, results: list[dict]) -> str:
-    table: dict[str, dict[str, dict]] = {}
-    for r in results:
-        table.setdefault(r["label"], {})[r["task"]] = r["metrics"]
+    table = evaluation.build_table(results, label_order=evaluation.TABLE_I_LABELS)
     md = evaluation.results_to_markdown(table)
     (run_dir / "results.md").write_text(md)
     (run_dir / "results.csv").write_text(evaluation.results_to_csv(table))
@@ -322,11 +320,7 @@ def log_iteration(job: Job, log, data, report, steps: int, bar) -> dict[str, flo
     row.update(beta=job.loss.beta if job.spec.bc else 1.0,
                train_success=state["successes"] / max(1, state["episodes"]))
     if job.spec.bc:
-        s = buffer.stats
-        row.update({"buffer/rows": len(buffer), "buffer/trajectories": buffer.num_trajectories,
-                    "buffer/admitted": s.admitted, "buffer/evicted": s.evicted,
-                    "buffer/length_limit": buffer.length_limit})
-        row.update({f"buffer/rejected_{why}": n for why, n in s.rejected.items()})
+        row.update(buffer.metrics(prefix="buffer/"))
     last = state["history"][-1]
     if last["env_steps"] == state["env_steps"]:  # a quick evaluation ran this iteration
         row.update({"eval/success_rate": last["success_rate"], "eval/len_p10": last["len_p10"],
