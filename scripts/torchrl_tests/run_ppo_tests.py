@@ -17,7 +17,8 @@ the tag of the installed torchrl::
     python scripts/torchrl_tests/run_ppo_tests.py --rl-src rl.git --rev v0.14.1 --horizon 1 -- -x
 
 Prints ``exercised: N passed, M failed, K skipped`` and the failing test ids; the exit
-status is 0 only when no test exercising the subclass failed.
+status is pytest's. ``tests/objectives/test_torchrl_ppo_suite.py`` runs it when
+``TORCHRL_SRC`` is set.
 """
 
 from __future__ import annotations
