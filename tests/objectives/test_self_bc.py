@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -152,3 +153,27 @@ def test_overfits_a_small_demo_set():
         loss(td.clone())["loss_bc"].backward()
         opt.step()
     assert loss(td.clone())["loss_bc"].item() < 0.25 * first
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize(
+    "key, index",
+    [(("vla_action", "chunk"), (2, 0, 1)), (("observation", "state"), (3, 0))],
+    ids=["chunk", "observation"],
+)
+def test_non_finite_demo_batch_raises_naming_the_key(actor_critic, key, index, bad):
+    actor, _ = actor_critic
+    td = demo_batch(pad_from=[4, 4, 2, 4, 4, 4])  # sample 2 is padded from step 2 on
+    td[key][index] = bad
+    with pytest.raises(ValueError, match=rf"NaN or inf under {re.escape(repr(key))} \(1 of") as err:
+        SelfBCLoss(actor)(td)
+    assert "\n" not in str(err.value) and "non_finite" in str(err.value)
+    if bad != bad:  # unchecked, a NaN reaches the loss (an inf observation may not: tanh saturates)
+        assert torch.isnan(SelfBCLoss(actor, check_finite=False)(td)["loss_bc"])
+
+
+def test_non_finite_padded_steps_are_fine(actor_critic):
+    actor, _ = actor_critic
+    td = demo_batch(pad_from=[4, 4, 2, 4, 4, 4])
+    td["vla_action", "chunk"][2, 3] = float("inf")  # padded: never reaches the loss
+    assert torch.isfinite(SelfBCLoss(actor)(td)["loss_bc"])

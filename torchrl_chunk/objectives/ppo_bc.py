@@ -45,24 +45,35 @@ class PPOBCLoss(LossModule):
         schedule: ``beta_t``; default ``TanhWarmup(40_000)``.
 
     Keyword Args:
+        demo_buffer: where ``loss(rollout)`` samples the demo batch from (anything with
+            ``.sample()``, e.g. the
+            :class:`~torchrl_chunk.data.LengthFilteredReplayBuffer`). Optional: without
+            it, call ``loss(rollout, demo)``.
+        demo_batch_size: passed to ``demo_buffer.sample(demo_batch_size)``; ``None``
+            calls ``demo_buffer.sample()`` (the buffer's own batch size).
         scale_critic: multiply the value loss by ``beta_t`` as well. Default ``False``.
         advance_schedule: ``"manual"`` or ``"per_update"``, see above.
         check_finite: raise ``FloatingPointError`` naming the term when a loss is NaN or
             infinite, instead of letting it reach the optimizer. Default ``True``.
 
-    Call ``loss(rollout, demo)``: ``rollout`` is a flat minibatch of chunk decisions with
-    ``advantage`` / ``value_target`` already computed (``ppo_loss.value_estimator``),
-    ``demo`` a batch from the demo buffer.
+    Call ``loss(rollout, demo)`` or, with ``demo_buffer`` given, ``loss(rollout)`` (the
+    ``forward(tensordict)`` form TorchRL trainers call), which samples ``demo`` from the
+    buffer and moves it to the rollout's device. ``rollout`` is a flat minibatch of chunk
+    decisions with ``advantage`` / ``value_target`` already computed
+    (``ppo_loss.value_estimator``) or left to ``ppo_loss`` to compute.
 
     Outputs: ``loss_objective``, ``loss_entropy`` (both ``beta``-scaled), ``loss_critic``,
     ``loss_bc``; ``beta``; the unscaled ``ppo_objective`` / ``ppo_entropy``; and every
-    diagnostic of the two losses (``clip_fraction``, ``kl_approx``, ``ESS``, ``entropy``,
-    ``explained_variance``, ``bc_nll``, ``bc_mse``, ``bc_scale``, ...).
+    detached diagnostic of the two losses: ``clip_fraction``, ``kl_approx``, ``entropy``,
+    ``explained_variance``, ``value_clip_fraction``, ``ESS``, ``max_ratio``,
+    ``mean_ratio`` (:class:`ChunkClipPPOLoss`), ``bc_nll``, ``bc_mse``, ``bc_scale``
+    (:class:`SelfBCLoss`). All are tensors; none is read on the host here.
 
     Example:
         >>> loss = PPOBCLoss(ChunkClipPPOLoss(actor, critic), SelfBCLoss(actor, loss_form="mse"),
         ...                  TanhWarmup(40_000))
         >>> out = loss(rollout_minibatch, demo_buffer.sample(256))
+        >>> # or: PPOBCLoss(..., demo_buffer=demo_buffer, demo_batch_size=256)(rollout_minibatch)
         >>> sum(v for k, v in out.items() if k.startswith("loss_")).backward()
         >>> loss.schedule.step(frames_collected)
     """
@@ -80,6 +91,8 @@ class PPOBCLoss(LossModule):
         bc_loss: SelfBCLoss,
         schedule: BetaSchedule | None = None,
         *,
+        demo_buffer=None,
+        demo_batch_size: int | None = None,
         scale_critic: bool = False,
         advance_schedule: AdvanceMode = "manual",
         check_finite: bool = True,
@@ -92,6 +105,14 @@ class PPOBCLoss(LossModule):
             raise ValueError(
                 f"advance_schedule must be 'manual' or 'per_update', got {advance_schedule!r}."
             )
+        if demo_buffer is not None and not callable(getattr(demo_buffer, "sample", None)):
+            raise TypeError(
+                f"demo_buffer must have a .sample() method, got {type(demo_buffer).__name__}."
+            )
+        if demo_batch_size is not None and not (
+            isinstance(demo_batch_size, int) and demo_batch_size > 0
+        ):
+            raise ValueError(f"demo_batch_size must be a positive int, got {demo_batch_size!r}.")
         if ppo_loss.actor_network is not bc_loss.actor_network:
             raise ValueError(
                 "ppo_loss and bc_loss must wrap the same actor: Eq. 7 trains one policy "
@@ -104,6 +125,8 @@ class PPOBCLoss(LossModule):
         self.scale_critic = scale_critic
         self.advance_schedule = advance_schedule
         self.check_finite = check_finite
+        self.demo_buffer = demo_buffer
+        self.demo_batch_size = demo_batch_size
 
     def _forward_value_estimator_keys(self, **kwargs) -> None:
         pass
@@ -129,11 +152,22 @@ class PPOBCLoss(LossModule):
             "ppo_entropy",
         ]
 
-    def forward(self, rollout: TensorDictBase, demo: TensorDictBase) -> TensorDict:
-        if demo is None:
+    def sample_demo(self, device: torch.device | None = None) -> TensorDictBase:
+        """A demo batch from ``demo_buffer``, on ``device`` when given."""
+        if self.demo_buffer is None:
             raise ValueError(
-                "PPOBCLoss needs a demo batch (Eq. 7). For PPO alone use ChunkClipPPOLoss."
+                "PPOBCLoss needs a demo batch (Eq. 7): call loss(rollout, demo), or build it "
+                "with demo_buffer=... to sample one inside. For PPO alone use ChunkClipPPOLoss."
             )
+        if self.demo_batch_size is None:
+            demo = self.demo_buffer.sample()
+        else:
+            demo = self.demo_buffer.sample(self.demo_batch_size)
+        return demo if device is None else demo.to(device)
+
+    def forward(self, rollout: TensorDictBase, demo: TensorDictBase | None = None) -> TensorDict:
+        if demo is None:
+            demo = self.sample_demo(rollout.device)
         beta = self.beta
         ppo = self.ppo_loss(rollout)
         bc = self.bc_loss(demo)
@@ -158,13 +192,15 @@ class PPOBCLoss(LossModule):
         out.set("beta", torch.tensor(beta))
 
         if self.check_finite:
-            for key in [k for k in out.keys() if k.startswith("loss_")]:
-                if not torch.isfinite(out[key]).all():
-                    raise FloatingPointError(
-                        f"PPOBCLoss: {key} is not finite ({out[key].detach().flatten()[:4].tolist()}"
-                        f" at beta={beta:.4f}). Check the rollout's rewards/advantages and the "
-                        "demo batch for NaN/inf, and the learning rate. Nothing was back-propagated."
-                    )
+            keys = [k for k in out.keys() if k.startswith("loss_")]
+            finite = torch.stack([torch.isfinite(out[k]).all() for k in keys])
+            if not finite.all():  # one host sync for all the terms
+                key = keys[int((~finite).nonzero()[0, 0])]
+                raise FloatingPointError(
+                    f"PPOBCLoss: {key} is not finite ({out[key].detach().flatten()[:4].tolist()}"
+                    f" at beta={beta:.4f}). Check the rollout's rewards/advantages and the "
+                    "demo batch for NaN/inf, and the learning rate. Nothing was back-propagated."
+                )
         if self.advance_schedule == "per_update":
             self.schedule.step(1)
         return out

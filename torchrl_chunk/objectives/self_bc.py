@@ -66,6 +66,10 @@ class SelfBCLoss(LossModule):
         functional: store the actor's parameters functionally, as TorchRL losses do.
         reduction: ``"mean"`` (default), ``"sum"`` or ``"none"`` (per-sample losses).
         mask_padding: honour the pad mask (default ``True``); ``False`` counts every step.
+        check_finite: raise ``ValueError`` naming the key when the demo chunk (its
+            unpadded steps) or a floating-point observation the actor reads holds NaN or
+            inf, instead of returning ``loss_bc = nan``. One host sync per call.
+            Default ``True``.
 
     Keys (``set_keys``): ``action`` (the demo chunk, default ``("vla_action", "chunk")``)
     and ``pad_mask`` (default ``"action_is_pad"``; a batch without the entry is unmasked).
@@ -110,6 +114,7 @@ class SelfBCLoss(LossModule):
         functional: bool = True,
         reduction: Literal["mean", "sum", "none"] | None = None,
         mask_padding: bool = True,
+        check_finite: bool = True,
     ) -> None:
         if loss_form not in ("nll", "mse", "nll_detached_scale"):
             raise ValueError(
@@ -128,6 +133,7 @@ class SelfBCLoss(LossModule):
         self.register_buffer("coeff", torch.tensor(float(coeff)))
         self.reduction = "mean" if reduction is None else reduction
         self.mask_padding = mask_padding
+        self.check_finite = check_finite
 
     @property
     def functional(self) -> bool:
@@ -188,6 +194,25 @@ class SelfBCLoss(LossModule):
                 valid = ~pad.bool()
         return target, valid
 
+    def _check_finite(self, tensordict: TensorDictBase, target, valid) -> None:
+        """Raise on NaN/inf in the unpadded demo chunk or an observation (one host sync)."""
+        # padded steps may hold anything: they never reach the loss (see forward)
+        entries = {self.tensor_keys.action: torch.where(valid.unsqueeze(-1), target, 0.0)}
+        for key in self.actor_network.in_keys:
+            value = tensordict.get(key, None)
+            if isinstance(value, torch.Tensor) and value.is_floating_point():
+                entries.setdefault(key, value)
+        finite = torch.stack([torch.isfinite(v).all() for v in entries.values()])
+        if not finite.all():
+            key, value = [(k, v) for (k, v), ok in zip(entries.items(), finite.tolist()) if not ok][0]
+            n_bad = int((~torch.isfinite(value)).sum())
+            raise ValueError(
+                f"SelfBCLoss: the demo batch holds NaN or inf under {key!r} ({n_bad} of "
+                f"{value.numel()} values): keep non-finite trajectories out of the demo buffer "
+                "(LengthFilteredReplayBuffer.extend rejects them as 'non_finite') or fix the "
+                "demo source."
+            )
+
     def _dist(self, tensordict: TensorDictBase) -> D.Distribution:
         ctx = (
             self.actor_network_params.to_module(self.actor_network)
@@ -208,6 +233,8 @@ class SelfBCLoss(LossModule):
     @dispatch
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         target, valid = self._demo_chunk(tensordict)
+        if self.check_finite:
+            self._check_finite(tensordict, target, valid)
         dist = self._dist(tensordict)
         base = self._elementwise(dist)
         if base is dist:
