@@ -223,3 +223,22 @@ def test_convert_cli_and_instruction_file(tmp_path):
     for (k, a), (_, b) in zip(src.state_dict().items(), backbone.transformer.state_dict().items()):
         assert torch.equal(a, b), k
     actor(obs((2,), 1))
+
+
+def test_convert_instructions_are_passed_in(tmp_path, capsys, monkeypatch):
+    """The converter has no built-in task list: --text or --file is required."""
+    import io
+
+    from torchrl_chunk.modules.octo.convert import main, read_instructions
+
+    with pytest.raises(SystemExit) as info:
+        main(["instructions", str(tmp_path), str(tmp_path / "t.pt")])
+    assert info.value.code == 2 and "--text" in capsys.readouterr().err
+    (tmp_path / "mt.txt").write_text("reach the goal\n\n  push the puck \n")
+    assert read_instructions(str(tmp_path / "mt.txt")) == ["reach the goal", "push the puck"]
+    monkeypatch.setattr("sys.stdin", io.StringIO("open the door\n"))
+    assert read_instructions("-") == ["open the door"]
+    with pytest.raises(SystemExit) as info:
+        main(["instructions", str(tmp_path), str(tmp_path / "t.pt"), "--file", str(tmp_path / "none.txt")])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "none.txt" in err and err.count("\n") == 1

@@ -202,14 +202,9 @@ def load_instruction_table(path: str | Path) -> InstructionEmbeddings:
     fix = "write it with `python -m torchrl_chunk.modules.octo.convert instructions T5_DIR DST --file ...`"
     if not p.is_file():
         raise ValueError(f"instruction table {p} does not exist; {fix}.")
-    try:
-        blob = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch.load raises many types for a foreign/truncated file
-        why = (str(err).strip().splitlines() or [""])[0][:160]
-        raise ValueError(
-            f"instruction table {p} cannot be read by torch.load ({type(err).__name__}: {why}); "
-            f"it is not a torch file or it is truncated: {fix}."
-        ) from err
+    from torchrl_chunk.modules.octo.torch_checkpoint import torch_load
+
+    blob = torch_load(p, fix, error=ValueError)
     if not isinstance(blob, dict) or not isinstance(blob.get("embeddings"), torch.Tensor):
         raise ValueError(f"instruction table {p} has no 'embeddings' tensor; {fix}.")
     return InstructionEmbeddings(blob["embeddings"], blob.get("mask"))

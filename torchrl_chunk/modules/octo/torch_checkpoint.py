@@ -55,6 +55,19 @@ def save_torch_checkpoint(
     )
 
 
+def torch_load(p: Path, fix: str, error: type[Exception] = OctoCheckpointError) -> Any:
+    """``torch.load(p, weights_only=True)`` on CPU; any failure (a text file gives
+    ``KeyError: 105``, a truncated one a zip error) becomes one line naming ``p`` and ``fix``."""
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch.load raises many types for a foreign/truncated file
+        why = (str(err).strip().splitlines() or [""])[0][:160]
+        raise error(
+            f"{p} cannot be read by torch.load ({type(err).__name__}: {why}): it is not a "
+            f"torch file, or it is truncated; {fix}."
+        ) from err
+
+
 def _read_blob(p: Path) -> dict[str, Any]:
     """The file's dict, with its format checked; one-line errors otherwise."""
     fix = _RECONVERT.format(path=p)
@@ -66,14 +79,7 @@ def _read_blob(p: Path) -> dict[str, Any]:
         )
     if not p.is_file():
         raise OctoCheckpointError(f"{p} does not exist; write it with: {fix[len('re-run '):]}.")
-    try:
-        blob = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch.load raises many types for a foreign/truncated file
-        why = (str(err).strip().splitlines() or [""])[0][:160]
-        raise OctoCheckpointError(
-            f"{p} cannot be read by torch.load ({type(err).__name__}: {why}): it is not a "
-            f"torch file, or it is truncated; {fix}."
-        ) from err
+    blob = torch_load(p, fix)
     if not isinstance(blob, dict) or blob.get("format") != TORCH_FORMAT:
         raise OctoCheckpointError(
             f"{p} is not a torchrl_chunk Octo checkpoint (no format={TORCH_FORMAT!r}); for an "
