@@ -43,21 +43,9 @@ def per_step_actor_critic(obs_key=STATE, prefix=()):
 
 
 def per_step_rollout(actor, B=2, T=6, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    td = TensorDict(
-        {
-            STATE: torch.randn(B, T, OBS_DIM, generator=g),
-            ("next", *STATE): torch.randn(B, T, OBS_DIM, generator=g),
-            ("next", "reward"): torch.randn(B, T, 1, generator=g),
-            ("next", "done"): torch.zeros(B, T, 1, dtype=torch.bool),
-            ("next", "terminated"): torch.zeros(B, T, 1, dtype=torch.bool),
-        },
-        [B, T],
-    )
+    td = make_rollout(actor, B=B, T=T, seed=seed, steps=torch.ones(B, T, 1, dtype=torch.long))
     td["next", "done"][:, -1] = True
     td["next", "terminated"][0, -1] = True
-    with torch.no_grad():
-        actor(td)
     return td
 
 
