@@ -43,7 +43,11 @@ def run_job(cfg: DictConfig, algo: str, task: str, job_dir: Path, position: int 
         return json.loads((job_dir / u.RESULT).read_text())
     t_start = time.time()
     job = u.make_job(cfg, algo, task, job_dir)  # restores the job's checkpoint, if any
-    wall = lambda: job.state["wall_time_s"] + time.time() - t_start  # noqa: E731 - across resumes
+    wall_before = job.state["wall_time_s"]  # spent before a resume
+
+    def wall() -> float:  # seconds spent on this job, across resumes
+        return wall_before + time.time() - t_start
+
     if job.state["phase"] == "sft":
         sft(cfg, job)
         job.state["phase"] = "rl" if job.spec.ppo else "eval"
@@ -97,7 +101,8 @@ def post_train(cfg: DictConfig, job: u.Job, position: int, wall) -> None:
             with log.timer("collect"):  # whole fresh episodes, seeded by (seed, iteration)
                 data = u.collect(collector, batches, int(cfg.seed), state["iteration"])
             steps = int(data["next", STEPS_EXECUTED_KEY].sum())
-            report = buffer.extend([data[i] for i in range(data.shape[0])]) if job.spec.bc else None  # admit
+            if job.spec.bc:  # offer every finished episode; the buffer admits short successes
+                buffer.extend([data[i] for i in range(data.shape[0])])
             data = data.to(job.device)
             with log.timer("update"):
                 with torch.no_grad():
@@ -105,21 +110,18 @@ def post_train(cfg: DictConfig, job: u.Job, position: int, wall) -> None:
                 flat = data.reshape(-1)
                 for _ in range(int(cfg.ppo.epochs)):
                     for idx in torch.randperm(flat.shape[0]).split(int(cfg.ppo.minibatch_size)):
-                        if job.spec.bc:  # beta_t * L_PPO + L_BC (Eq. 7)
-                            out = job.loss(flat[idx], buffer.sample(int(cfg.bc.batch_size)).to(job.device))
-                        else:
-                            out = job.ppo(flat[idx])
+                        # beta_t * L_PPO + L_BC on a demo-buffer batch (Eq. 7), or PPO alone
+                        out = job.loss(flat[idx]) if job.spec.bc else job.ppo(flat[idx])
                         log.add_update(out, u.optimizer_step(cfg, job, out))
             if cfg.schedule.unit == "env_steps":
                 job.loss.schedule.step(steps)  # beta_t (Eq. 8), t in env steps
             state["env_steps"] += steps
             state["iteration"] += 1
-            if state["env_steps"] // cfg.train.eval_every_env_steps > (state["env_steps"] - steps) // \
-                    cfg.train.eval_every_env_steps or state["env_steps"] >= total:
+            if u.quick_eval_due(cfg, state["env_steps"], steps):
                 with log.timer("eval"):
                     state["history"].append({"env_steps": state["env_steps"],
                                              **u.evaluate(cfg, job, cfg.train.quick_eval_episodes)})
-            u.log_iteration(job, log, data, report, steps, bar)
+            u.log_iteration(job, log, data, steps, bar)
             if state["iteration"] % int(cfg.train.checkpoint_every_iters) == 0 or state["env_steps"] >= total:
                 state["phase"] = "eval" if state["env_steps"] >= total else "rl"
                 u.save_checkpoint(job, wall())

@@ -97,7 +97,8 @@ def _build_octo(cfg: DictConfig, horizon: int):
         raise SystemExit(
             "error: model=octo_small needs task-instruction embeddings: set model.t5_path to a "
             "local t5-base directory, or model.instructions to a table made by "
-            "`python -m torchrl_chunk.modules.octo.convert instructions T5_DIR DST` (docs/octo.md)."
+            "`python -m torchrl_chunk.modules.octo.convert instructions T5_DIR DST --file mt10_instructions.txt` "
+            "(docs/octo.md, section 3, writes that file)."
         )
     if m.checkpoint is None:
         print("warning: model.checkpoint is null: Octo starts from random weights", file=sys.stderr)
@@ -176,8 +177,9 @@ def make_job(cfg: DictConfig, algo: str, task: str, job_dir: Path) -> Job:
         deactivate_vmap=cfg.model.name != "mlp",  # torch.vmap does not support the conv layers
     )
     schedule = TanhWarmup(cfg.schedule.warmup_steps) if spec.schedule == "tanh" else Constant(cfg.schedule.constant)
-    loss = PPOBCLoss(
-        ppo, bc, schedule, scale_critic=cfg.schedule.scale_critic,
+    loss = PPOBCLoss(  # loss(rollout) samples its demo batch from the buffer (Eq. 7)
+        ppo, bc, schedule, demo_buffer=buffer, demo_batch_size=int(cfg.bc.batch_size),
+        scale_critic=cfg.schedule.scale_critic,
         advance_schedule="per_update" if cfg.schedule.unit == "updates" else "manual",
     )
     optim = make_optimizer(cfg, actor, critic)
@@ -240,6 +242,12 @@ def evaluate(cfg: DictConfig, job: Job, episodes: int, record: int = 0) -> dict:
         )
 
 
+def quick_eval_due(cfg: DictConfig, env_steps: int, steps: int) -> bool:
+    """After the iteration that crosses a multiple of ``train.eval_every_env_steps``, and at the end."""
+    every = int(cfg.train.eval_every_env_steps)
+    return env_steps // every > (env_steps - steps) // every or env_steps >= int(cfg.train.total_env_steps)
+
+
 def write_result(cfg: DictConfig, job: Job, metrics: dict, wall_time_s: float) -> dict:
     """``result.json`` first, then the video and the learning curve (their failure costs nothing)."""
     episodes = metrics.pop("episodes", None)
@@ -298,7 +306,7 @@ def write_tables(run_dir: Path, results: list[dict]) -> str:
 def optimizer_step(cfg: DictConfig, job: Job, out) -> dict[str, torch.Tensor]:
     """Back-propagate the sum of the ``loss_*`` terms; clip each parameter group; step."""
     total = sum(v for k, v in out.items() if k.startswith("loss_"))
-    if not torch.isfinite(total):
+    if not job.spec.bc and not torch.isfinite(total):  # PPOBCLoss checks its own terms
         raise FloatingPointError(f"the loss became {total.item()}; lower optim.lr or check the data.")
     job.optim.zero_grad()
     total.backward()
@@ -309,7 +317,7 @@ def optimizer_step(cfg: DictConfig, job: Job, out) -> dict[str, torch.Tensor]:
     return {"grad_norm": actor, "grad_norm_critic": critic}
 
 
-def log_iteration(job: Job, log, data, report, steps: int, bar) -> dict[str, float]:
+def log_iteration(job: Job, log, data, steps: int, bar) -> dict[str, float]:
     """One ``log_metrics`` call: PPO diagnostics, timings, beta, buffer and quick-eval numbers."""
     state, buffer = job.state, job.buffer
     nxt = data["next"]

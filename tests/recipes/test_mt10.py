@@ -29,7 +29,9 @@ def run(args, cwd, **kw):
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("smoke")
+    start = time.time()
     proc = run(["preset=smoke", "run_dir=run"], cwd)
+    proc.elapsed = time.time() - start
     assert proc.returncode == 0, proc.stderr[-3000:]
     return cwd / "run", proc
 
@@ -45,6 +47,7 @@ def test_smoke_pipeline_writes_table_and_artifacts(smoke_run):
     assert ours["env_steps"] >= 600 and ours["updates"] > 0
     assert ours["buffer"]["length_limit"] >= 1 and ours["buffer"]["trajectories"] >= 2
     assert len(ours["history"]) >= 2  # quick evals at 0 and later
+    assert 0 < ours["wall_time_s"] < proc.elapsed  # once counted, although saved at every checkpoint
     sft = json.loads((run_dir / "jobs/sft/reach-v3/result.json").read_text())
     assert sft["env_steps"] == 0  # SFT never interacts with the env
     assert (run_dir / "config.yaml").exists()
