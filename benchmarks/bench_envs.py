@@ -27,11 +27,11 @@ import numpy as np
 import torch
 
 from torchrl_chunk.envs import make_metaworld_env
-from torchrl_chunk.envs.metaworld import _TaskSim
+from torchrl_chunk.envs.metaworld import TaskSim
 
 
 def bench_bare(task: str, seconds: float, image_size: int | None, max_steps: int = 200) -> float:
-    sim = _TaskSim(task, max_steps=max_steps, image_size=image_size)
+    sim = TaskSim(task, max_steps=max_steps, image_size=image_size)
     sim.seed(1)
     rng = np.random.default_rng(0)
     sim.reset_fresh()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import warnings
 
 import numpy as np
@@ -18,11 +19,13 @@ from torchrl_chunk.envs import (
     TASK_INSTRUCTIONS,
     ChunkedEnv,
     MetaWorldEnv,
+    NonFiniteActionError,
+    NonFiniteObservationError,
     make_eval_configs,
     make_metaworld_env,
     task_index,
 )
-from torchrl_chunk.envs.metaworld import _make_tasks
+from torchrl_chunk.envs.metaworld import make_task_configs
 
 REACH = "reach-v3"
 
@@ -147,6 +150,44 @@ def test_wrong_action_shape_errors():
     env.close()
 
 
+def test_nan_observation_names_the_key_task_and_env():
+    base = MetaWorldEnv(REACH, num_envs=3, worker_index_offset=4)
+    env = ChunkedEnv(base, 4)
+    td = env.reset()
+    real_step = base._sims[1].raw.step
+
+    def diverged(action):  # the physics of sub-env 1 blows up
+        state, *rest = real_step(action)
+        return (np.full_like(state, np.nan), *rest)
+
+    base._sims[1].raw.step = diverged
+    td["action"] = torch.zeros(3, 4, 4)
+    with pytest.raises(NonFiniteObservationError) as err:
+        env.step(td)  # before: a NaN state, then "received a non-finite action" one step later
+    e = err.value
+    assert isinstance(e, ValueError)
+    assert (e.task, e.env_index, e.key) == (REACH, 5, ("observation", "state"))  # 4 + 1
+    msg = str(e)
+    assert "non-finite observation ('observation', 'state')" in msg and "env 5" in msg and REACH in msg
+    assert "non-finite action" not in msg and "\n" not in msg
+    again = pickle.loads(pickle.dumps(e))  # crosses ParallelEnv worker pipes intact
+    assert (again.task, again.env_index, again.key, str(again)) == (e.task, e.env_index, e.key, msg)
+    env.close()
+
+
+def test_nan_action_blames_the_policy_and_names_the_env():
+    base = MetaWorldEnv(REACH, num_envs=3)
+    td = base.reset()
+    td["action"] = torch.zeros(3, 4)
+    td["action"][1, 2] = float("inf")
+    with pytest.raises(NonFiniteActionError, match=r"env 1: the policy produced a non-finite action") as err:
+        base.step(td)
+    assert err.value.env_indices == [1] and err.value.task == REACH
+    td["_step"] = torch.tensor([True, False, True])  # a masked-out row is not checked
+    base.step(td)
+    base.close()
+
+
 def test_finished_subenv_is_not_stepped_and_refuses_steps():
     base = MetaWorldEnv(REACH, num_envs=2, max_steps=1)
     td = base.reset()
@@ -184,14 +225,14 @@ def test_training_seeds_reproducible_and_distinct():
 
 def test_eval_configs_fixed_and_prefix_stable():
     np.random.seed(123)  # global numpy state must not matter
-    c8 = _rand_vecs(_make_tasks(REACH, 8, EVAL_SEED))
+    c8 = _rand_vecs(make_task_configs(REACH, 8, EVAL_SEED))
     np.random.seed(456)
-    c8b = _rand_vecs(_make_tasks(REACH, 8, EVAL_SEED))
+    c8b = _rand_vecs(make_task_configs(REACH, 8, EVAL_SEED))
     c4 = _rand_vecs(make_eval_configs(REACH, 4))
     assert np.array_equal(c8, c8b)
     assert np.array_equal(c8[:4], c4)  # quick eval = first N of the fixed list
     assert len(np.unique(c8, axis=0)) == 8
-    other = _rand_vecs(_make_tasks(REACH, 4, EVAL_SEED + 1))
+    other = _rand_vecs(make_task_configs(REACH, 4, EVAL_SEED + 1))
     assert not np.array_equal(other, c4)
 
 

@@ -1,18 +1,19 @@
 """Environments for action-chunked PPO on MetaWorld MT10 (paper Section III.A).
 
 * :class:`ChunkedEnv`: execute an action chunk ``[*B, h, action_dim]`` as one macro-step.
-* :data:`MT10_TASKS`, :data:`TASK_INSTRUCTIONS`, :func:`make_metaworld_env`,
-  :class:`MetaWorldEnv`, :func:`make_eval_configs`: MetaWorld MT10 single-task envs.
+* :mod:`torchrl_chunk.envs.metaworld`: :data:`MT10_TASKS`, :data:`TASK_INSTRUCTIONS`,
+  :func:`make_metaworld_env`, :class:`MetaWorldEnv`, :func:`make_eval_configs`,
+  :class:`NonFiniteObservationError`: MetaWorld MT10 single-task envs.
 * :func:`collect_expert_demos`, :class:`ExpertDemos`, :func:`save_demos`,
   :func:`load_demos`: scripted-expert demonstrations.
 
-Importing this package selects a headless OpenGL backend for MuJoCo (``MUJOCO_GL``:
-EGL, then OSMesa) unless one is set already; see :mod:`torchrl_chunk.envs._gl`.
+MuJoCo's OpenGL backend (``MUJOCO_GL``) is settled when ``torchrl_chunk`` is first
+imported, before ``mujoco`` is; see :mod:`torchrl_chunk.envs.gl`.
 """
 
-from torchrl_chunk.envs._gl import select_gl_backend as _select_gl_backend
+from torchrl_chunk.envs import gl
 
-_select_gl_backend()  # must run before mujoco is imported (it reads MUJOCO_GL once)
+gl.settle_mujoco_gl()  # must precede the first import of mujoco (by torchrl.envs)
 
 from torchrl_chunk.envs.chunked import ChunkedEnv, RewardAggregation  # noqa: E402
 from torchrl_chunk.envs.demos import (  # noqa: E402
@@ -28,10 +29,13 @@ from torchrl_chunk.envs.metaworld import (  # noqa: E402
     NUM_EVAL_CONFIGS,
     TASK_INSTRUCTIONS,
     MetaWorldEnv,
+    NonFiniteActionError,
+    NonFiniteObservationError,
     derive_seed,
     make_eval_configs,
     make_metaworld_env,
     task_index,
+    task_name,
 )
 
 __all__ = [
@@ -42,6 +46,8 @@ __all__ = [
     "MT10_TASKS",
     "MetaWorldEnv",
     "NUM_EVAL_CONFIGS",
+    "NonFiniteActionError",
+    "NonFiniteObservationError",
     "RewardAggregation",
     "TASK_INSTRUCTIONS",
     "collect_expert_demos",
@@ -51,4 +57,5 @@ __all__ = [
     "make_metaworld_env",
     "save_demos",
     "task_index",
+    "task_name",
 ]

@@ -33,14 +33,8 @@ import numpy as np
 import torch
 from tensordict import TensorDict
 
-from torchrl_chunk.envs.metaworld import (
-    STATE_DIM,
-    _DEMO_STREAM,
-    _task_name,
-    _TaskSim,
-    derive_seed,
-    task_index,
-)
+from torchrl_chunk.envs.metaworld.simulator import STATE_DIM, TaskSim
+from torchrl_chunk.envs.metaworld.tasks import DEMO_STREAM, derive_seed, task_index, task_name
 from torchrl_chunk.keys import ACTION_KEY, IMAGE_KEY, STATE_KEY, SUCCESS_KEY, TASK_ID_KEY
 
 __all__ = ["ExpertDemos", "collect_expert_demos", "load_demos", "save_demos"]
@@ -137,14 +131,14 @@ def collect_expert_demos(
     """
     from metaworld.policies import ENV_POLICY_MAP
 
-    name = _task_name(task)
+    name = task_name(task)
     if num_demos < 1:
         raise ValueError(f"num_demos must be >= 1, got {num_demos}.")
     max_tries = 10 * num_demos + 10 if max_tries is None else int(max_tries)
     tid = task_index(name)
     policy = ENV_POLICY_MAP[name]()
-    sim = _TaskSim(name, max_steps=max_steps, image_size=image_size if from_pixels else None)
-    sim.seed(derive_seed(seed, 0, _DEMO_STREAM))
+    sim = TaskSim(name, max_steps=max_steps, image_size=image_size if from_pixels else None)
+    sim.seed(derive_seed(seed, 0, DEMO_STREAM))
     trajectories: list[TensorDict] = []
     tries = 0
     try:

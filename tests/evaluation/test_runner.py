@@ -1,4 +1,4 @@
-"""Table I metrics, tables and the fixed-configuration evaluation runner."""
+"""The fixed-configuration evaluation runner (TorchRL rollouts, waves, splits, frames)."""
 
 from __future__ import annotations
 
@@ -13,118 +13,12 @@ from _gl import requires_gl
 
 from torchrl_chunk.evaluation import (
     AVERAGE_ROW,
-    MISSING,
-    compute_task_metrics,
     evaluate_mt10,
     evaluate_policy,
     merge_episodes,
-    merge_results,
-    mt10_average,
-    results_to_csv,
-    results_to_markdown,
 )
 
 REACH = "reach-v3"
-
-
-# ------------------------------------------------------------------------------ metrics
-def test_metrics_all_successes():
-    lengths = [10, 20, 30, 40, 50, 60, 70, 80, 90, 100]
-    m = compute_task_metrics(lengths, [True] * 10)
-    assert m["success_rate"] == 1.0
-    assert m["len_p10"] == 10.0  # inverted CDF: the ceil(0.1 * 10) = 1st shortest
-    linear = compute_task_metrics(lengths, [True] * 10, percentile_method="linear")
-    assert linear["len_p10"] == pytest.approx(19.0)  # 10 + 0.9 * (20 - 10)
-    assert m["avg_shortest_10pct"] == 10.0  # ceil(0.1 * 10) = 1 episode
-    assert m["num_episodes"] == 10 and m["num_successes"] == 10
-
-
-def test_failures_count_as_max_steps():
-    # 20 episodes: 4 successes of length 5, 16 failures recorded with a bogus length 3
-    lengths = [5] * 4 + [3] * 16
-    succ = [True] * 4 + [False] * 16
-    m = compute_task_metrics(lengths, succ, max_steps=200)
-    assert m["success_rate"] == 0.2
-    assert m["len_p10"] == 5.0  # the shortest 10 % are successes
-    assert m["avg_shortest_10pct"] == 5.0  # ceil(2.0) = 2 shortest
-    m2 = compute_task_metrics([5, 7, 200, 200], [True, True, False, False], max_steps=200)
-    # p10 over [5, 7, 200, 200]: the ceil(0.4) = 1st shortest; same for the mean
-    assert m2["len_p10"] == 5.0
-    assert m2["avg_shortest_10pct"] == 5.0
-
-
-def test_shortest_ten_percent_of_128_is_13_episodes():
-    lengths = np.arange(1, 129)
-    m = compute_task_metrics(lengths, np.ones(128, bool), max_steps=200)
-    assert m["avg_shortest_10pct"] == pytest.approx(np.mean(np.arange(1, 14)))  # 13 shortest
-    assert m["len_p10"] == 13.0  # the 13th shortest
-
-
-def test_missing_rule_below_ten_percent_success():
-    n = 128
-    lengths = np.full(n, 200)
-    lengths[:13] = 40
-    succ12 = np.zeros(n, bool)
-    succ12[:12] = True
-    succ13 = np.zeros(n, bool)
-    succ13[:13] = True
-    low = compute_task_metrics(lengths, succ12)
-    assert low["len_p10"] is None and low["avg_shortest_10pct"] is None
-    assert low["success_rate"] == pytest.approx(12 / 128)
-    ok = compute_task_metrics(lengths, succ13)
-    # at exactly ceil(10 %) successes both metrics are success lengths, never the cap
-    assert ok["avg_shortest_10pct"] == 40.0 and ok["len_p10"] == 40.0
-    md = results_to_markdown({"PPO": {REACH: low}, "Ours": {REACH: ok}})
-    reach_row = [line for line in md.splitlines() if line.startswith("| Reach")][0]
-    cells = [c.strip() for c in reach_row.strip("|").split("|")]
-    assert cells == ["Reach", "0.09", "0.10", MISSING, "40.00", MISSING, "40.00"]
-
-
-def test_bad_metric_inputs():
-    with pytest.raises(ValueError, match="same number"):
-        compute_task_metrics([1, 2], [True])
-    with pytest.raises(ValueError, match="at least one"):
-        compute_task_metrics([], [])
-    with pytest.raises(ValueError, match=r"\[1, max_steps=200\]"):
-        compute_task_metrics([0, 5], [True, True])
-    with pytest.raises(ValueError, match="finite"):
-        compute_task_metrics([float("nan")], [False])
-
-
-def test_average_row_missing_if_any_task_missing():
-    per_task = {
-        "reach-v3": {"success_rate": 1.0, "len_p10": 30.0, "avg_shortest_10pct": 25.0},
-        "push-v3": {"success_rate": 0.0, "len_p10": None, "avg_shortest_10pct": None},
-    }
-    avg = mt10_average(per_task)
-    assert avg["success_rate"] == 0.5 and avg["len_p10"] is None and avg["avg_shortest_10pct"] is None
-    per_task["push-v3"] = {"success_rate": 0.5, "len_p10": 50.0, "avg_shortest_10pct": 45.0}
-    avg = mt10_average(per_task)
-    assert avg["len_p10"] == 40.0 and avg["avg_shortest_10pct"] == 35.0
-
-
-def test_table_layout_and_merge():
-    a = {
-        "push-v3": {"success_rate": 0.34, "len_p10": 59.0, "avg_shortest_10pct": 55.42},
-        "reach-v3": {"success_rate": 0.29, "len_p10": 42.0, "avg_shortest_10pct": 32.75},
-    }
-    b = {
-        "reach-v3": {"success_rate": 0.93, "len_p10": 26.0, "avg_shortest_10pct": 23.75},
-        "push-v3": {"success_rate": 0.77, "len_p10": 41.0, "avg_shortest_10pct": 38.08},
-    }
-    table = merge_results({"SFT": a, "Ours": b})
-    assert list(table) == ["reach-v3", "push-v3", AVERAGE_ROW]  # MT10 order, average last
-    assert table[AVERAGE_ROW]["Ours"]["success_rate"] == pytest.approx(0.85)
-    csv_text = results_to_csv({"SFT": a, "Ours": b})
-    lines = csv_text.strip().splitlines()
-    assert lines[0] == "Task,Acc.,,Len.,,Avg(l.),"
-    assert lines[1] == ",SFT,Ours,SFT,Ours,SFT,Ours"
-    assert lines[2] == "Reach,0.29,0.93,42.00,26.00,32.75,23.75"
-    assert lines[3] == "Push,0.34,0.77,59.00,41.00,55.42,38.08"
-    assert lines[4].startswith("Average,0.32,0.85,50.50,33.50,")
-    md = results_to_markdown(table)  # a merged table is accepted too
-    assert md.splitlines()[0] == "| Task | Acc. |  | Len. |  | Avg(l.) |  |"
-    assert "| Pick-Place" not in md and "| Reach | 0.29 | 0.93 |" in md
 
 
 # ------------------------------------------------------------------------------ runner
@@ -140,6 +34,57 @@ class _ReachController(torch.nn.Module):
 @pytest.fixture(scope="module")
 def reach_policy():
     return TensorDictModule(_ReachController(), in_keys=[("observation", "state")], out_keys=["action"])
+
+
+class _PerturbedController(torch.nn.Module):
+    """A fixed random MLP on top of a scaled reach controller: lengths vary, some fail."""
+
+    def __init__(self, seed: int, gain: float) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.w1 = torch.randn(39, 32, generator=g) * 0.3
+        self.w2 = torch.randn(32, 16, generator=g) * 0.3
+        self.gain = gain
+
+    def forward(self, state: torch.Tensor) -> torch.Tensor:
+        noise = torch.tanh(torch.tanh(state @ self.w1) @ self.w2).view(*state.shape[:-1], 4, 4)
+        delta = ((state[..., 36:39] - state[..., 0:3]) * 20).clamp(-1, 1)
+        base = torch.cat([delta, torch.zeros_like(delta[..., :1])], -1).unsqueeze(-2)
+        return (self.gain * base + noise).clamp(-1, 1)
+
+
+# Per-episode lengths and successes of the step-mask loop evaluate_policy ran before it
+# went through env.rollout (commit fbef562), for num_envs < num_episodes (several waves,
+# the last one padded). The rollout must reproduce them exactly.
+_BEFORE_ROLLOUT = {
+    ("reach-v3", 0, 0.6, 10, 4): ([58, 58, 43, 41, 46, 48, 59, 43, 45, 45], [True] * 10),
+    ("reach-v3", 3, 0.2, 7, 3): ([120] * 6 + [87], [False] * 6 + [True]),
+    ("drawer-close-v3", 1, 1.0, 7, 3): ([21, 20, 20, 20, 20, 20, 21], [True] * 7),
+}
+
+
+@pytest.mark.parametrize("case", list(_BEFORE_ROLLOUT), ids=lambda c: f"{c[0]}-{c[1]}")
+def test_rollout_reproduces_the_step_mask_loop(case):
+    task, seed, gain, num_episodes, num_envs = case
+    policy = TensorDictModule(
+        _PerturbedController(seed, gain), in_keys=[("observation", "state")], out_keys=["action"]
+    )
+    res = evaluate_policy(
+        policy, task, num_episodes=num_episodes, num_envs=num_envs, max_steps=120,
+        return_episodes=True,
+    )  # fmt: skip
+    lengths, successes = _BEFORE_ROLLOUT[case]
+    assert res["episodes"].lengths.tolist() == lengths
+    assert res["episodes"].successes.tolist() == successes
+    assert res["success_rate"] == sum(successes) / num_episodes
+
+
+def test_quick_eval_reports_steps_to_success(reach_policy):
+    res = evaluate_policy(reach_policy, REACH, num_episodes=3, num_envs=2, max_steps=60)
+    assert set(res) == {
+        "task", "success_rate", "len_p10", "avg_shortest_10pct", "num_episodes", "num_successes",
+    }  # fmt: skip
+    assert res["success_rate"] == 1.0 and 1 <= res["avg_shortest_10pct"] <= res["len_p10"] <= 60
 
 
 def test_eval_reproducible_and_split_invariant(reach_policy):

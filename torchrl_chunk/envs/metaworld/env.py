@@ -4,19 +4,20 @@ Section III.A.1 of the paper: "10 single-task environments from MT10 with sparse
 rewards ... a fixed camera with an elevation of -25 deg and an azimuth of 145 deg". This
 module provides
 
-* :data:`MT10_TASKS` (Table I order) and :data:`TASK_INSTRUCTIONS`;
-* :class:`MetaWorldEnv`: ``N`` MetaWorld envs of one task stepped sequentially in one
-  process, as one batch-locked TorchRL env of batch ``[N]`` that honours ``"_step"``
-  (fastest on few cores for state observations: one batched policy forward per
-  decision, no inter-process traffic);
+* :class:`MetaWorldEnv`: ``N`` :class:`~torchrl_chunk.envs.metaworld.simulator.TaskSim`
+  of one task stepped sequentially in one process, as one batch-locked TorchRL env of
+  batch ``[N]`` that honours ``"_step"`` (fastest on few cores for state observations:
+  one batched policy forward per decision, no inter-process traffic);
 * :func:`make_metaworld_env`: the factory (optional ``ParallelEnv`` workers for pixels,
   chunking through :class:`~torchrl_chunk.envs.ChunkedEnv`);
-* :func:`make_eval_configs`: the fixed evaluation configurations.
+* NaN or inf from the simulator raises
+  :class:`~torchrl_chunk.envs.metaworld.errors.NonFiniteObservationError`, from the
+  policy :class:`~torchrl_chunk.envs.metaworld.errors.NonFiniteActionError`.
 
 Keys (per env, ``*B`` = batch dims):
 
 * ``("observation", "state")``: float32 ``[*B, 39]`` (MetaWorld's goal-observable state);
-* ``("observation", "task_id")``: int64 ``[*B, 1]``, index into :data:`MT10_TASKS`;
+* ``("observation", "task_id")``: int64 ``[*B, 1]``, index into ``MT10_TASKS``;
 * ``("observation", "image")`` (``from_pixels=True``): uint8 ``[*B, H, W, 3]``,
   **HWC**, RGB, upright, from a free camera (elevation -25, azimuth 145, lookat
   (0, 0.65, 0), distance 1.25), shadows and reflections off;
@@ -26,21 +27,13 @@ Keys (per env, ``*B`` = batch dims):
 * ``"terminated"`` on success, ``"truncated"`` at ``max_steps`` without success
   (bootstrap), ``"done"`` = either.
 
-Seeding (see ``notes/metaworld.md`` sections 1.6 and 7): MetaWorld ignores
-``reset(seed=...)`` and, unless ``seeded_rand_vec`` is set, draws configurations from
-the *global* NumPy RNG. Here every sub-env owns a generator seeded with
-``SeedSequence([seed, env_index, stream])``; training resets draw a fresh configuration
-from it (``seeded_rand_vec=True``). Evaluation resets use configuration ``i`` of a fixed
-list built from :data:`EVAL_SEED` through MetaWorld's own task sampler (the legacy
-global ``RandomState`` stream), which training never uses.
+Seeding and evaluation configurations: :mod:`torchrl_chunk.envs.metaworld.tasks`.
 """
 
 from __future__ import annotations
 
-import atexit
 import functools
-import weakref
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -48,274 +41,26 @@ from tensordict import NonTensorData, TensorDict, TensorDictBase
 from torchrl.data import Bounded, Categorical, Composite, NonTensor, Unbounded
 from torchrl.envs import EnvBase, ParallelEnv
 
-from torchrl_chunk.envs import _gl
+from torchrl_chunk.envs import gl
 from torchrl_chunk.envs.chunked import ChunkedEnv, RewardAggregation
-from torchrl_chunk.keys import ACTION_KEY, INSTRUCTION_KEY, SUCCESS_KEY
-
-__all__ = [
-    "CAMERA",
-    "EVAL_SEED",
-    "MT10_TASKS",
-    "MetaWorldEnv",
-    "TASK_INSTRUCTIONS",
-    "make_eval_configs",
-    "make_metaworld_env",
-    "task_index",
-]
-
-#: The ten MT10 tasks in the order of the paper's Table I.
-MT10_TASKS: tuple[str, ...] = (
-    "reach-v3",
-    "push-v3",
-    "pick-place-v3",
-    "door-open-v3",
-    "drawer-open-v3",
-    "drawer-close-v3",
-    "button-press-topdown-v3",
-    "peg-insert-side-v3",
-    "window-open-v3",
-    "window-close-v3",
+from torchrl_chunk.envs.metaworld.errors import NonFiniteActionError, NonFiniteObservationError
+from torchrl_chunk.envs.metaworld.simulator import ACTION_DIM, STATE_DIM, TaskSim
+from torchrl_chunk.envs.metaworld.tasks import (
+    EVAL_SEED,
+    MT10_TASKS,
+    NUM_EVAL_CONFIGS,
+    TASK_INSTRUCTIONS,
+    TRAIN_STREAM,
+    derive_seed,
+    make_eval_configs,
+    task_index,
+    task_name,
 )
+from torchrl_chunk.keys import ACTION_KEY, INSTRUCTION_KEY, STATE_KEY, SUCCESS_KEY
 
-#: One fixed English instruction per task (the VLA prompt).
-TASK_INSTRUCTIONS: dict[str, str] = {
-    "reach-v3": "reach the red goal position with the gripper",
-    "push-v3": "push the puck to the goal position",
-    "pick-place-v3": "pick up the puck and place it at the goal position",
-    "door-open-v3": "open the door by pulling its handle",
-    "drawer-open-v3": "open the drawer",
-    "drawer-close-v3": "close the drawer",
-    "button-press-topdown-v3": "press the button from the top",
-    "peg-insert-side-v3": "insert the peg into the hole from the side",
-    "window-open-v3": "slide the window open",
-    "window-close-v3": "slide the window closed",
-}
-
-#: Seed of the fixed evaluation configurations (the paper: "128 episodes under a shared
-#: random seed for all models"). Training and demo collection never use this stream.
-EVAL_SEED: int = 20250930
-#: Number of fixed evaluation configurations per task.
-NUM_EVAL_CONFIGS: int = 128
-
-#: Free camera of the paper's figures (elevation -25, azimuth 145); fovy is the model's 45.
-CAMERA: dict[str, Any] = {
-    "lookat": (0.0, 0.65, 0.0),
-    "distance": 1.25,
-    "azimuth": 145.0,
-    "elevation": -25.0,
-}
-
-STATE_DIM = 39
-ACTION_DIM = 4
-# Seed-sequence stream tags: distinct streams for training envs and demo collection.
-_TRAIN_STREAM = 0
-_DEMO_STREAM = 1
+__all__ = ["MetaWorldEnv", "make_metaworld_env"]
 
 
-# ---------------------------------------------------------------------------------------
-# task names, seeds, configurations
-# ---------------------------------------------------------------------------------------
-def task_index(task: str | int) -> int:
-    """Index of ``task`` in :data:`MT10_TASKS`; raises a ``ValueError`` naming the valid ones."""
-    if isinstance(task, (int, np.integer)) and not isinstance(task, bool):
-        if 0 <= int(task) < len(MT10_TASKS):
-            return int(task)
-        raise ValueError(
-            f"task index {task} is out of range; valid indices are 0..{len(MT10_TASKS) - 1} "
-            f"for {list(MT10_TASKS)}."
-        )
-    if task in MT10_TASKS:
-        return MT10_TASKS.index(task)
-    hint = ""
-    if isinstance(task, str) and f"{task}-v3" in MT10_TASKS:
-        hint = f" Did you mean {task + '-v3'!r}?"
-    raise ValueError(
-        f"Unknown MetaWorld MT10 task {task!r}.{hint} Valid tasks: {', '.join(MT10_TASKS)}."
-    )
-
-
-def _task_name(task: str | int) -> str:
-    return MT10_TASKS[task_index(task)]
-
-
-def derive_seed(seed: int, index: int, stream: int = _TRAIN_STREAM) -> int:
-    """A 32-bit seed for sub-env ``index``, independent across indices and streams.
-
-    ``SeedSequence`` hashing avoids the MetaWorld traps "seed 0 means unseeded" and
-    "consecutive seeds share structure".
-    """
-    if int(seed) < 0:
-        raise ValueError(f"seeds must be non-negative integers, got {seed}.")
-    state = np.random.SeedSequence([int(seed), int(index), int(stream)]).generate_state(1)
-    return int(state[0])
-
-
-def _make_tasks(task: str, num: int, seed: int) -> list:
-    import metaworld
-
-    old = metaworld._N_GOALS
-    metaworld._N_GOALS = int(num)  # module-level knob (it leaks): always restored below
-    try:
-        bench = metaworld.MT1(task, seed=int(seed))
-    finally:
-        metaworld._N_GOALS = old
-    return list(bench.train_tasks)
-
-
-@functools.lru_cache(maxsize=64)
-def _cached_eval_configs(task: str, num_configs: int, eval_seed: int) -> tuple:
-    return tuple(_make_tasks(task, num_configs, eval_seed))
-
-
-def make_eval_configs(
-    task: str | int, num_configs: int = NUM_EVAL_CONFIGS, eval_seed: int = EVAL_SEED
-) -> list:
-    """The fixed evaluation configurations of ``task`` (a list of MetaWorld ``Task``).
-
-    Built once per process with ``metaworld.MT1(task, seed=eval_seed)`` and the goal
-    count raised to ``num_configs``; configuration ``i`` fixes the object and goal
-    positions of evaluation episode ``i``. The list is a pure function of
-    ``(task, num_configs, eval_seed)``.
-    """
-    task = _task_name(task)
-    if num_configs < 1:
-        raise ValueError(f"num_configs must be >= 1, got {num_configs}.")
-    if eval_seed is None or int(eval_seed) < 0:
-        raise ValueError(f"eval_seed must be a non-negative int, got {eval_seed}.")
-    return list(_cached_eval_configs(task, int(num_configs), int(eval_seed)))
-
-
-@functools.lru_cache(maxsize=16)
-def _bootstrap_task(task: str):
-    # one goal-observable Task, only used to set the env flags (goal observable, task set)
-    return _make_tasks(task, 1, 1)[0]
-
-
-# ---------------------------------------------------------------------------------------
-# one raw MetaWorld env (numpy level, no TorchRL)
-# ---------------------------------------------------------------------------------------
-_LIVE_RENDERING_SIMS: weakref.WeakSet = weakref.WeakSet()
-_ATEXIT_REGISTERED = False
-
-
-def _close_renderers() -> None:
-    # Free GL contexts before interpreter teardown (otherwise EGL prints tracebacks).
-    for sim in list(_LIVE_RENDERING_SIMS):
-        sim.close_renderer()
-
-
-def _track_renderer(sim: _TaskSim) -> None:
-    global _ATEXIT_REGISTERED
-    if not _ATEXIT_REGISTERED:
-        # registered after MuJoCo's own EGL atexit hook (made with the first context),
-        # so it runs before the display is terminated (atexit runs last-in first-out)
-        atexit.register(_close_renderers)
-        _ATEXIT_REGISTERED = True
-    _LIVE_RENDERING_SIMS.add(sim)
-
-
-class _TaskSim:
-    """One raw MetaWorld env of one task: sparse success, step cap, optional renderer."""
-
-    def __init__(self, task: str, *, max_steps: int, image_size: int | None) -> None:
-        from metaworld.env_dict import ALL_V3_ENVIRONMENTS
-
-        self.task = task
-        self.raw = ALL_V3_ENVIRONMENTS[task]()
-        self.raw.set_task(_bootstrap_task(task))
-        self.raw.max_path_length = max(int(max_steps), self.raw.max_path_length)
-        self.max_steps = int(max_steps)
-        self.image_size = image_size
-        self._renderer = None
-        self._camera = None
-        self.t = 0
-        self.done = True
-
-    # -- configuration
-    def seed(self, seed: int) -> None:
-        self.raw.seed(int(seed))
-
-    def reset_fresh(self) -> np.ndarray:
-        """Reset to a new configuration drawn from this env's own RNG (training)."""
-        self.raw._freeze_rand_vec = False
-        self.raw.seeded_rand_vec = True  # use raw.np_random, not the global np.random
-        return self._reset()
-
-    def reset_config(self, config) -> np.ndarray:
-        """Reset to a fixed configuration (a MetaWorld ``Task``), e.g. for evaluation."""
-        self.raw.set_task(config)  # freezes the rand_vec to the config's
-        return self._reset()
-
-    def _reset(self) -> np.ndarray:
-        state, _ = self.raw.reset()
-        self.t = 0
-        self.done = False
-        return state  # float64, as MetaWorld returns it (the scripted policies read it)
-
-    def step(self, action: np.ndarray) -> tuple[np.ndarray, bool, bool]:
-        """One env step; returns ``(state, success, truncated)``."""
-        if self.done:
-            raise RuntimeError(
-                f"{self.task}: stepping a finished episode; reset it first (pass a "
-                "'_reset' mask) or exclude it with a '_step' mask."
-            )
-        state, _, _, _, info = self.raw.step(action)
-        self.t += 1
-        success = bool(info["success"])
-        truncated = (not success) and self.t >= self.max_steps
-        self.done = success or truncated
-        return state, success, truncated
-
-    # -- pixels
-    def render(self) -> np.ndarray:
-        if self._renderer is None:
-            self._renderer = self._make_renderer()
-            _track_renderer(self)
-        self._renderer.update_scene(self.raw.data, camera=self._camera)
-        return self._renderer.render()
-
-    def _make_renderer(self):
-        import mujoco
-
-        _gl.ensure_headless_gl()
-        size = int(self.image_size)
-        vis = self.raw.model.vis.global_
-        vis.offwidth = max(int(vis.offwidth), size)
-        vis.offheight = max(int(vis.offheight), size)
-        try:
-            renderer = mujoco.Renderer(self.raw.model, size, size)
-        except Exception as err:  # noqa: BLE001  (GL errors come in many types)
-            raise _gl.gl_error(err) from err
-        if getattr(renderer, "_gl_context", None) is None and getattr(
-            renderer, "_mjr_context", None
-        ) is None:
-            raise _gl.gl_error()
-        renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
-        renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
-        cam = mujoco.MjvCamera()
-        cam.type = mujoco.mjtCamera.mjCAMERA_FREE
-        cam.lookat[:] = CAMERA["lookat"]
-        cam.distance = CAMERA["distance"]
-        cam.azimuth = CAMERA["azimuth"]
-        cam.elevation = CAMERA["elevation"]
-        self._camera = cam
-        return renderer
-
-    def close_renderer(self) -> None:
-        if self._renderer is not None:
-            try:
-                self._renderer.close()
-            finally:
-                self._renderer = None
-
-    def close(self) -> None:
-        self.close_renderer()
-        self.raw.close()
-
-
-# ---------------------------------------------------------------------------------------
-# TorchRL env: N sub-envs stepped sequentially in this process
-# ---------------------------------------------------------------------------------------
 class MetaWorldEnv(EnvBase):
     """``num_envs`` MetaWorld envs of one task as one batch-locked TorchRL env.
 
@@ -366,14 +111,16 @@ class MetaWorldEnv(EnvBase):
         worker_index_offset: int = 0,
         device: torch.device | str = "cpu",
     ) -> None:
-        self.task = _task_name(task)
+        self.task = task_name(task)
         self.task_id = task_index(self.task)
         if num_envs is not None and int(num_envs) < 1:
             raise ValueError(f"num_envs must be >= 1 (or None for an unbatched env), got {num_envs}.")
         if int(max_steps) < 1:
             raise ValueError(f"max_steps must be >= 1, got {max_steps}.")
-        if from_pixels and int(image_size) < 8:
-            raise ValueError(f"image_size must be >= 8 pixels, got {image_size}.")
+        if from_pixels:
+            if int(image_size) < 8:
+                raise ValueError(f"image_size must be >= 8 pixels, got {image_size}.")
+            gl.check_rendering_available()  # a bad MUJOCO_GL fails here, in one line
         if mode not in ("train", "eval"):
             raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}.")
         batch = () if num_envs is None else (int(num_envs),)
@@ -387,7 +134,7 @@ class MetaWorldEnv(EnvBase):
         self.worker_index_offset = int(worker_index_offset)
         self.instruction = TASK_INSTRUCTIONS[self.task]
         self._sims = [
-            _TaskSim(
+            TaskSim(
                 self.task,
                 max_steps=self.max_steps,
                 image_size=self.image_size if self.from_pixels else None,
@@ -484,6 +231,8 @@ class MetaWorldEnv(EnvBase):
         return out
 
     def _write_sim(self, i: int, state: np.ndarray) -> None:
+        if not np.isfinite(state).all():
+            raise NonFiniteObservationError(self.task, self.worker_index_offset + i, STATE_KEY)
         self._state[i] = state
         if self._image is not None:
             self._image[i] = self._sims[i].render()
@@ -537,8 +286,9 @@ class MetaWorldEnv(EnvBase):
             )
         act = action.detach().reshape(self.num_sims, ACTION_DIM).cpu().numpy()
         mask = self._flat_mask(tensordict, "_step")
-        if not np.isfinite(act[mask]).all():
-            raise ValueError(f"MetaWorldEnv({self.task}) received a non-finite action: {act}.")
+        bad = mask & ~np.isfinite(act).all(-1)
+        if bad.any():
+            raise NonFiniteActionError(self.task, self.worker_index_offset + np.flatnonzero(bad))
         act = np.clip(act, -1.0, 1.0).astype(np.float32)
         reward = np.zeros((self.num_sims, 1), np.float32)
         for i in np.flatnonzero(mask):
@@ -554,7 +304,7 @@ class MetaWorldEnv(EnvBase):
         if seed is None:
             return
         for i, sim in enumerate(self._sims):
-            sim.seed(derive_seed(seed, self.worker_index_offset + i, _TRAIN_STREAM))
+            sim.seed(derive_seed(seed, self.worker_index_offset + i, TRAIN_STREAM))
 
     def close(self, *, raise_if_closed: bool = True) -> None:
         for sim in getattr(self, "_sims", []):
@@ -569,9 +319,6 @@ class MetaWorldEnv(EnvBase):
         )
 
 
-# ---------------------------------------------------------------------------------------
-# factory
-# ---------------------------------------------------------------------------------------
 def make_metaworld_env(
     task: str | int,
     *,
@@ -615,7 +362,7 @@ def make_metaworld_env(
     Returns:
         A TorchRL env of batch ``[num_envs]``.
     """
-    name = _task_name(task)
+    name = task_name(task)
     if int(num_workers) < 1:
         raise ValueError(f"num_workers must be >= 1, got {num_workers}.")
     kwargs = dict(

@@ -1,0 +1,55 @@
+"""Evaluation protocol, metrics and tables of the paper's Table I (Section III.A.3).
+
+* :mod:`~torchrl_chunk.evaluation.metrics`: Acc., Len. and Avg(l.) of one task's
+  episodes (:func:`compute_task_metrics`) and the "Average" row (:func:`mt10_average`);
+* :mod:`~torchrl_chunk.evaluation.runner`: the fixed-configuration episodes
+  (:func:`evaluate_policy`, :func:`evaluate_mt10`, :func:`run_episodes`,
+  :func:`merge_episodes`);
+* :mod:`~torchrl_chunk.evaluation.tables`: ``{label: {task: metrics}}`` tables
+  (:func:`build_table`) printed as Markdown or CSV in Table I's layout.
+
+The metrics dict of one task: ``{"task", "success_rate", "len_p10",
+"avg_shortest_10pct", "num_episodes", "num_successes"}``.
+"""
+
+from torchrl_chunk.evaluation.metrics import (
+    AVERAGE_ROW,
+    METRICS,
+    compute_task_metrics,
+    mt10_average,
+)
+from torchrl_chunk.evaluation.runner import (
+    EpisodeResults,
+    evaluate_mt10,
+    evaluate_policy,
+    merge_episodes,
+    run_episodes,
+)
+from torchrl_chunk.evaluation.tables import (
+    MISSING,
+    TABLE_I_LABELS,
+    build_table,
+    format_table,
+    merge_results,
+    results_to_csv,
+    results_to_markdown,
+)
+
+__all__ = [
+    "AVERAGE_ROW",
+    "EpisodeResults",
+    "METRICS",
+    "MISSING",
+    "TABLE_I_LABELS",
+    "build_table",
+    "compute_task_metrics",
+    "evaluate_mt10",
+    "evaluate_policy",
+    "format_table",
+    "merge_episodes",
+    "merge_results",
+    "mt10_average",
+    "results_to_csv",
+    "results_to_markdown",
+    "run_episodes",
+]

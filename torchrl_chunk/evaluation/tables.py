@@ -1,0 +1,160 @@
+"""Tables in the layout of the paper's Table I: one column per method, per metric.
+
+Results flow through two shapes:
+
+* ``{label: {task: metrics}}`` ("per label"): what :func:`build_table` makes from
+  per-job results (each ``{"label", "task", "metrics"}``, e.g. the ``result.json`` of a
+  run's jobs) and what :func:`~torchrl_chunk.evaluation.evaluate_mt10` returns for one
+  label;
+* ``{task: {label: metrics}}`` ("per task", one row per task, then the ``"Average"``
+  row): :func:`merge_results`, the rows of :func:`format_table`.
+
+:func:`results_to_markdown` and :func:`results_to_csv` accept either.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Mapping, Sequence
+
+from torchrl_chunk.envs.metaworld.tasks import MT10_TASKS
+from torchrl_chunk.evaluation.metrics import AVERAGE_ROW, METRICS, mt10_average
+
+__all__ = [
+    "MISSING",
+    "TABLE_I_LABELS",
+    "build_table",
+    "format_table",
+    "merge_results",
+    "results_to_csv",
+    "results_to_markdown",
+]
+
+#: How a missing metric is printed.
+MISSING = "–"
+#: Column order of the paper's Table I; other labels (ablations) follow them.
+TABLE_I_LABELS: tuple[str, ...] = ("SFT", "SFT-100", "PPO", "Ours")
+
+
+def build_table(
+    results: Iterable[Mapping], *, label_order: Sequence[str] = ()
+) -> dict[str, dict[str, dict]]:
+    """``{label: {task: metrics}}`` from per-job results ``{"label", "task", "metrics"}``.
+
+    Labels listed in ``label_order`` (e.g. :data:`TABLE_I_LABELS`) come first, in that
+    order; the others follow in order of appearance. When two results share a label and
+    a task, the later one wins (e.g. a later run directory).
+    """
+    table: dict[str, dict[str, dict]] = {}
+    for i, r in enumerate(results):
+        missing = [k for k in ("label", "task", "metrics") if k not in r]
+        if missing:
+            raise ValueError(
+                f"build_table: result {i} lacks {missing}; each result needs 'label', 'task' "
+                "and 'metrics' (as in a job's result.json)."
+            )
+        table.setdefault(r["label"], {})[r["task"]] = dict(r["metrics"])
+    first = [label for label in label_order if label in table]
+    return {label: table[label] for label in first + [k for k in table if k not in first]}
+
+
+def merge_results(per_algorithm: Mapping[str, Mapping[str, Mapping]]) -> dict[str, dict[str, dict]]:
+    """Turn ``{label: {task: metrics}}`` into the per-task rows ``{task: {label: metrics}}``.
+
+    Tasks come in MT10 order (others after), then an ``"Average"`` row per label
+    (recomputed with :func:`~torchrl_chunk.evaluation.mt10_average` if a label's results
+    do not carry one).
+    """
+    if not per_algorithm:
+        raise ValueError("merge_results needs at least one algorithm.")
+    tasks: list[str] = []
+    for res in per_algorithm.values():
+        for task in res:
+            if task != AVERAGE_ROW and task not in tasks:
+                tasks.append(task)
+    order = [t for t in MT10_TASKS if t in tasks] + [t for t in tasks if t not in MT10_TASKS]
+    table: dict[str, dict[str, dict]] = {t: {} for t in [*order, AVERAGE_ROW]}
+    for algo, res in per_algorithm.items():
+        for task in order:
+            if task in res:
+                table[task][algo] = dict(res[task])
+        avg = res.get(AVERAGE_ROW)
+        if avg is None:
+            avg = mt10_average({t: res[t] for t in order if t in res})
+        table[AVERAGE_ROW][algo] = dict(avg)
+    return table
+
+
+def _display_name(task: str) -> str:
+    if task == AVERAGE_ROW:
+        return task
+    return "-".join(part.capitalize() for part in task.removesuffix("-v3").split("-"))
+
+
+def format_table(
+    table: Mapping[str, Mapping[str, Mapping]],
+    *,
+    digits: int = 2,
+    columns: Sequence[str] = (),
+) -> tuple[list[str], list[str], list[list[str]]]:
+    """Rows of a Table I layout: (group header, algorithm header, body rows).
+
+    ``table`` holds the per-task rows of :func:`merge_results`; ``columns`` orders the
+    labels (those not listed follow in order of appearance).
+    """
+    algos: list[str] = list(columns)
+    for row in table.values():
+        for algo in row:
+            if algo not in algos:
+                algos.append(algo)
+    group = ["Task"]
+    sub = [""]
+    for _, label in METRICS:
+        group += [label] + [""] * (len(algos) - 1)
+        sub += algos
+    body = []
+    for task, row in table.items():
+        cells = [_display_name(task)]
+        for key, _ in METRICS:
+            for algo in algos:
+                val = row.get(algo, {}).get(key)
+                cells.append(MISSING if val is None else f"{val:.{digits}f}")
+        body.append(cells)
+    return group, sub, body
+
+
+def _formatted(results: Mapping, digits: int) -> tuple[list[str], list[str], list[list[str]]]:
+    """:func:`format_table` of ``{label: {task: metrics}}`` or of already merged rows."""
+    first = next(iter(results.values()))
+    if isinstance(first, Mapping) and first and all(
+        isinstance(v, Mapping) and "success_rate" in v for v in first.values()
+    ):
+        keys = set(results)
+        if keys & (set(MT10_TASKS) | {AVERAGE_ROW}):
+            return format_table(results, digits=digits)
+    return format_table(merge_results(results), digits=digits, columns=list(results))
+
+
+def results_to_markdown(results: Mapping, *, digits: int = 2) -> str:
+    """Markdown table in the layout of Table I (group header row, then algorithm row).
+
+    ``results`` is ``{label: {task: metrics}}`` (e.g. from :func:`build_table`, or
+    ``{"Ours": evaluate_mt10(...)}``) or the output of :func:`merge_results`.
+    """
+    group, sub, body = _formatted(results, digits)
+    lines = ["| " + " | ".join(group) + " |", "|" + "|".join(["---"] * len(group)) + "|"]
+    lines.append("| " + " | ".join(sub) + " |")
+    lines += ["| " + " | ".join(r) + " |" for r in body]
+    return "\n".join(lines) + "\n"
+
+
+def results_to_csv(results: Mapping, *, digits: int = 2) -> str:
+    """CSV in the layout of Table I: two header lines (metric group, algorithm)."""
+    group, sub, body = _formatted(results, digits)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(group)
+    writer.writerow(sub)
+    writer.writerows(body)
+    return buf.getvalue()
