@@ -2,8 +2,11 @@
 
 Importing any part of the package first settles MuJoCo's OpenGL backend: ``torchrl``
 imports ``mujoco``, which reads ``MUJOCO_GL`` once and dies on a bad value, so the check
-must run before it (:func:`torchrl_chunk.envs.gl.settle_mujoco_gl`). A bad or missing GL
-setup then only fails when pixels are asked for, in one line.
+must run before it (:func:`torchrl_chunk.gl.settle_mujoco_gl`). A bad or missing GL
+setup then only fails when pixels are asked for, in one line. (This imports nothing of
+the simulator wrappers: ``torchrl_chunk.modules`` stays free of ``torchrl_chunk.envs``.)
 """
 
-from torchrl_chunk.envs import gl as _gl  # noqa: F401  (runs settle_mujoco_gl first)
+from torchrl_chunk import gl as _gl
+
+_gl.settle_mujoco_gl()  # before anything imports mujoco (torchrl.envs, torchrl.data.vla)

@@ -111,7 +111,7 @@ def test_disabled_rendering_refuses_pixels_in_one_line():
 def test_user_setting_is_kept_for_child_processes():
     code = """
     import os, sys
-    import torchrl_chunk.envs.gl as gl
+    import torchrl_chunk.gl as gl
     print(os.environ.get("MUJOCO_GL"), "mujoco" in sys.modules, gl.RENDERING_UNAVAILABLE is not None)
     """
     out = run(code, "nonsense")

@@ -8,21 +8,17 @@
   :func:`load_demos`: scripted-expert demonstrations.
 
 MuJoCo's OpenGL backend (``MUJOCO_GL``) is settled when ``torchrl_chunk`` is first
-imported, before ``mujoco`` is; see :mod:`torchrl_chunk.envs.gl`.
+imported, before ``mujoco`` is; see :mod:`torchrl_chunk.gl`.
 """
 
-from torchrl_chunk.envs import gl
-
-gl.settle_mujoco_gl()  # must precede the first import of mujoco (by torchrl.envs)
-
-from torchrl_chunk.envs.chunked import ChunkedEnv, RewardAggregation  # noqa: E402
-from torchrl_chunk.envs.demos import (  # noqa: E402
+from torchrl_chunk.envs.chunked import ChunkedEnv, RewardAggregation
+from torchrl_chunk.envs.demos import (
     ExpertDemos,
     collect_expert_demos,
     load_demos,
     save_demos,
 )
-from torchrl_chunk.envs.metaworld import (  # noqa: E402
+from torchrl_chunk.envs.metaworld import (
     CAMERA,
     EVAL_SEED,
     MT10_TASKS,

@@ -41,7 +41,7 @@ from tensordict import NonTensorData, TensorDict, TensorDictBase
 from torchrl.data import Bounded, Categorical, Composite, NonTensor, Unbounded
 from torchrl.envs import EnvBase, ParallelEnv
 
-from torchrl_chunk.envs import gl
+from torchrl_chunk import gl
 from torchrl_chunk.envs.chunked import ChunkedEnv, RewardAggregation
 from torchrl_chunk.envs.metaworld.errors import NonFiniteActionError, NonFiniteObservationError
 from torchrl_chunk.envs.metaworld.simulator import ACTION_DIM, STATE_DIM, TaskSim

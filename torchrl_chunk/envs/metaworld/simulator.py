@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from torchrl_chunk.envs import gl
+from torchrl_chunk import gl
 from torchrl_chunk.envs.metaworld.tasks import bootstrap_config
 
 __all__ = ["ACTION_DIM", "CAMERA", "STATE_DIM", "TaskSim"]
