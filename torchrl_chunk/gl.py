@@ -109,6 +109,28 @@ def _import_mujoco_without_rendering(requested: str | None) -> None:
             os.environ["MUJOCO_GL"] = requested
 
 
+def _import_mujoco_with(backend: str, requested: str | None) -> str | None:
+    """Import ``mujoco`` with ``backend``; if the GL stack is broken, without rendering.
+
+    A library can be installed and still fail to load (e.g. ``PYOPENGL_PLATFORM=osmesa``
+    exported next to ``MUJOCO_GL=egl``): state-only use must not die of it.
+    """
+    global RENDERING_UNAVAILABLE
+    try:
+        import mujoco  # noqa: F401
+    except (ImportError, AttributeError, OSError, RuntimeError) as err:
+        for name in [m for m in sys.modules if m == "mujoco" or m.startswith("mujoco.")]:
+            del sys.modules[name]  # a half-imported mujoco would keep the broken context
+        RENDERING_UNAVAILABLE = (
+            f"Pixel observations need MuJoCo rendering, but MUJOCO_GL={backend} failed to load "
+            f"({type(err).__name__}: {' '.join(str(err).split())}): fix that GL setup (check "
+            f"PYOPENGL_PLATFORM) or set MUJOCO_GL to another backend; {_STATE_ONLY}"
+        )
+        _import_mujoco_without_rendering(requested)
+        return None
+    return backend
+
+
 def settle_mujoco_gl() -> str | None:
     """Decide ``MUJOCO_GL`` before ``mujoco`` is imported (see the module docstring).
 
@@ -131,7 +153,7 @@ def _settle() -> str | None:
         GL_BACKEND_SOURCE = "user"
         reason = _why_unusable(requested)
         if reason is None:
-            return requested.lower().strip()
+            return _import_mujoco_with(requested.lower().strip(), requested)
     elif not sys.platform.startswith("linux"):
         GL_BACKEND_SOURCE = "none"  # MuJoCo's own default (GLFW, CGL, WGL) applies
         return None
@@ -142,7 +164,7 @@ def _settle() -> str | None:
                 if backend == "osmesa":
                     os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")
                 GL_BACKEND_SOURCE = "auto"
-                return backend
+                return _import_mujoco_with(backend, requested)
         GL_BACKEND_SOURCE = "none"
         reason = (
             "Pixel observations need MuJoCo rendering, but no headless GL library was found "

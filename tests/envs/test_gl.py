@@ -116,3 +116,17 @@ def test_user_setting_is_kept_for_child_processes():
     """
     out = run(code, "nonsense")
     assert out.stdout.split() == ["nonsense", "True", "True"], out.stderr[-3000:]
+
+
+@pytest.mark.skipif(not ctypes.util.find_library("EGL"), reason="needs libEGL (the backend chosen here)")
+def test_a_gl_library_that_fails_to_load_does_not_break_state_only_use():
+    """libEGL is installed but PyOpenGL is told to use OSMesa: importing mujoco with EGL fails."""
+    env = {k: v for k, v in os.environ.items() if k != "MUJOCO_GL"}
+    env["PYOPENGL_PLATFORM"] = "osmesa"
+    out = subprocess.run(
+        [sys.executable, "-c", "import torchrl_chunk\n" + textwrap.dedent(STATE_ONLY + PIXELS)], env=env,
+        capture_output=True,
+        text=True, timeout=300,
+    )
+    assert "STATE-ONLY OK" in out.stdout, out.stderr[-2000:]
+    assert "MUJOCO_GL=egl failed to load" in pixel_error(out) and "PYOPENGL_PLATFORM" in pixel_error(out)
