@@ -199,6 +199,8 @@ def test_steps_key_is_a_loss_key():
     td["chunk_len"] = td["next"].pop("steps_executed")
     loss = ChunkClipPPOLoss(actor, critic, discount="step")
     assert ("next", "steps_executed") in loss.in_keys
+    chunk_keys = ChunkClipPPOLoss(actor, critic, discount="chunk").in_keys
+    assert loss.in_keys == [*chunk_keys, ("next", "steps_executed")]  # TorchRL's order, key added once
     loss.set_keys(steps_to_next_obs="chunk_len")
     assert "chunk_len" in loss.in_keys
     loss.make_value_estimator(ValueEstimators.GAE, gamma=0.99, lmbda=0.95)

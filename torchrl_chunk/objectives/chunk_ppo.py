@@ -207,7 +207,9 @@ class ChunkClipPPOLoss(ClipPPOLoss):
     def _set_in_keys(self):
         super()._set_in_keys()
         if getattr(self, "discount", "chunk") == "step":
-            self._in_keys = list({*self._in_keys, self.tensor_keys.steps_to_next_obs})
+            key = self.tensor_keys.steps_to_next_obs
+            if key not in self._in_keys:  # keep TorchRL's order, add the key once
+                self._in_keys = [*self._in_keys, key]
 
     # -- validation -------------------------------------------------------------------
     @property
