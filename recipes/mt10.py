@@ -21,7 +21,6 @@ results.csv (Table I layout) and learning-curve PNGs.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -33,14 +32,21 @@ from tqdm import tqdm
 
 import mt10_utils as u
 from mt10_config import prepare_run, resolve_tasks
-from torchrl_chunk.envs import NonFiniteActionError, NonFiniteObservationError
-from torchrl_chunk.experiment import IterationLog, map_shards, shard
+from torchrl_chunk.experiment import CheckpointError, IterationLog, map_shards, shard
 from torchrl_chunk.keys import STEPS_EXECUTED_KEY
 
 
 def run_job(cfg: DictConfig, algo: str, task: str, job_dir: Path, position: int = 0) -> dict:
-    if (job_dir / u.RESULT).exists():  # finished before a resume
-        return json.loads((job_dir / u.RESULT).read_text())
+    done = u.finished_result(cfg, job_dir)  # finished before a resume, with the same eval protocol
+    if done is not None:
+        return done
+    try:
+        return train_and_evaluate(cfg, algo, task, job_dir, position)
+    except (CheckpointError, FloatingPointError, ValueError) as err:  # incl. a diverged env or policy
+        raise SystemExit(u.stop_message(algo, task, job_dir, err)) from err
+
+
+def train_and_evaluate(cfg: DictConfig, algo: str, task: str, job_dir: Path, position: int) -> dict:
     t_start = time.time()
     job = u.make_job(cfg, algo, task, job_dir)  # restores the job's checkpoint, if any
     wall_before = job.state["wall_time_s"]  # spent before a resume
@@ -53,22 +59,10 @@ def run_job(cfg: DictConfig, algo: str, task: str, job_dir: Path, position: int 
         job.state["phase"] = "rl" if job.spec.ppo else "eval"
         u.save_checkpoint(job, wall())
     if job.state["phase"] == "rl":
-        try:
-            post_train(cfg, job, position, wall)
-        except (FloatingPointError, NonFiniteObservationError, NonFiniteActionError) as err:
-            raise SystemExit(
-                f"error: {algo}/{task} stopped at iteration {job.state['iteration']}: {err} The last good "
-                f"checkpoint is {job_dir / 'checkpoint'} (iteration {last_checkpoint_iteration(job_dir)}); "
-                f"resume with resume={job_dir.parents[2]}."
-            ) from err
+        post_train(cfg, job, position, wall)
     record = int(cfg.eval.video_episodes) if cfg.env.from_pixels else 0  # episodes 0 .. record-1
     metrics = u.evaluate(cfg, job, int(cfg.eval.episodes), record=record)  # Table I protocol
     return u.write_result(cfg, job, metrics, wall())
-
-
-def last_checkpoint_iteration(job_dir: Path) -> int | str:
-    state = job_dir / "checkpoint" / "state.pt"
-    return torch.load(state, weights_only=False)["iteration"] if state.exists() else "none"
 
 
 def sft(cfg: DictConfig, job: u.Job) -> None:
@@ -101,8 +95,9 @@ def post_train(cfg: DictConfig, job: u.Job, position: int, wall) -> None:
             with log.timer("collect"):  # whole fresh episodes, seeded by (seed, iteration)
                 data = u.collect(collector, batches, int(cfg.seed), state["iteration"])
             steps = int(data["next", STEPS_EXECUTED_KEY].sum())
-            if job.spec.bc:  # offer every finished episode; the buffer admits short successes
-                buffer.extend([data[i] for i in range(data.shape[0])])
+            with log.timer("admit"):  # offer every finished episode; the buffer admits short successes
+                if job.spec.bc:
+                    buffer.extend([data[i] for i in range(data.shape[0])])
             data = data.to(job.device)
             with log.timer("update"):
                 with torch.no_grad():

@@ -15,12 +15,14 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from torchrl_chunk.envs import MT10_TASKS, NUM_EVAL_CONFIGS
+from torchrl_chunk.envs import MT10_TASKS, NUM_EVAL_CONFIGS, TASK_INSTRUCTIONS
 from torchrl_chunk.experiment import RunDirError, load_run_settings, open_run_dir, resume_settings, save_run_settings
 from torchrl_chunk.video import require_pyav
 
 #: Overrides that ``resume=`` applies: they change neither the training data nor the updates.
-RESUME_ALLOWED = ("eval", "logger", "device", "env.num_workers", "parallel_tasks", "threads_per_process")
+#: (``threads_per_process`` is not: CPU kernels may sum in another order with other thread
+#: counts, and a resumed run must equal an uninterrupted one bit for bit.)
+RESUME_ALLOWED = ("eval", "logger", "device", "env.num_workers", "parallel_tasks")
 
 
 # ----------------------------------------------------------------------------------------
@@ -52,6 +54,11 @@ NUMERIC = {
     "train.quick_eval_episodes": _int(1), "train.checkpoint_every_iters": _int(1),
     "eval.episodes": _int(1), "eval.eval_seed": _int(0), "eval.num_envs": _int(1), "eval.video_episodes": _int(0),
 }
+#: Numbers of the model presets, checked when the chosen model has them.
+MODEL_NUMERIC = {
+    "model.task_embed_dim": _int(1), "model.channels": _int(1), "model.embed_dim": _int(1),
+    "model.window_size": _int(1), "model.log_std_init": _num(-math.inf),
+}
 CHOICES = {
     "device": ("auto", "cpu", "cuda"), "ppo.discount": ("chunk", "step"),
     "bc.loss_form": ("nll", "mse", "nll_detached_scale"), "buffer.mode": ("filtered", "static", "unrestricted"),
@@ -81,10 +88,14 @@ def _check_number(key: str, value: Any, rule: tuple) -> str | None:
 def check_config(cfg: DictConfig) -> None:
     """Raise ``SystemExit`` with every invalid setting named, before anything is written."""
     errors = []
-    for key, rule in NUMERIC.items():
+    model_rules = {k: r for k, r in MODEL_NUMERIC.items() if OmegaConf.select(cfg, k, default=None) is not None}
+    for key, rule in {**NUMERIC, **model_rules}.items():
         problem = _check_number(key, OmegaConf.select(cfg, key, default=None), rule)
         if problem:
             errors.append(problem)
+    hidden = cfg.model.get("hidden")
+    if hidden is not None and not (len(hidden) and all(isinstance(n, int) and n >= 1 for n in hidden)):
+        errors.append(f"model.hidden must be a non-empty list of layer widths >= 1, got {list(hidden)}")
     for key, valid in CHOICES.items():
         value = OmegaConf.select(cfg, key, default=None)
         if value not in valid:
@@ -119,7 +130,24 @@ def _check_combinations(cfg: DictConfig) -> list[str]:
             errors.append(f"eval.video_episodes={cfg.eval.video_episodes}: {err}")
     if cfg.device == "cuda" and not torch.cuda.is_available():
         errors.append("device=cuda but no CUDA device is visible; use device=auto or cpu")
+    if cfg.model.name == "octo_small" and cfg.model.instructions not in (None, "random"):
+        errors += _check_instruction_table(Path(cfg.model.instructions))
     return errors
+
+
+def _check_instruction_table(path: Path) -> list[str]:
+    """The table must hold MT10's instructions in task order (row i is task_id i)."""
+    fix = "write it with the commands of docs/octo.md, section 3 (MT10's list, in task order)"
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same advice
+        return [f"model.instructions={path} cannot be read ({type(err).__name__}); {fix}"]
+    got = blob.get("instructions") if isinstance(blob, dict) else None
+    expected = [TASK_INSTRUCTIONS[t] for t in MT10_TASKS]
+    if got != expected:
+        return [f"model.instructions={path} does not hold MT10's {len(expected)} instructions in task order "
+                f"(it has {len(got) if isinstance(got, list) else 'no'} instructions); {fix}"]
+    return []
 
 
 def resolve_tasks(cfg: DictConfig) -> list[str]:
@@ -172,7 +200,8 @@ def prepare_run(cfg: DictConfig) -> tuple[DictConfig, Path]:
             run_dir = Path(cfg.run_dir) if cfg.run_dir else _new_run_dir(cfg)
             cfg = OmegaConf.create({**OmegaConf.to_container(cfg, resolve=True), "run_dir": str(run_dir)})
             if open_run_dir(run_dir, OmegaConf.to_container(cfg), ignore=("run_dir", "resume", *RESUME_ALLOWED)):
-                print(f"continuing {run_dir} (same settings)")
+                save_run_settings(run_dir, OmegaConf.to_container(cfg))  # e.g. new eval.* settings
+                print(f"continuing {run_dir} (same training settings)")
     except RunDirError as err:
         raise SystemExit(f"error: {err}") from None
     return cfg, run_dir

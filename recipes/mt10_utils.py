@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -242,6 +243,54 @@ def evaluate(cfg: DictConfig, job: Job, episodes: int, record: int = 0) -> dict:
         )
 
 
+def finished_result(cfg: DictConfig, job_dir: Path) -> dict | None:
+    """A job's ``result.json`` when it is complete and made with the current eval protocol.
+
+    ``None`` (the job goes on from its checkpoint) when it is missing, unreadable (a kill
+    while writing it) or made with other ``eval.episodes`` / ``eval.eval_seed`` (a resume
+    with new evaluation settings redoes the final evaluation only, from the final weights).
+    """
+    path = job_dir / RESULT
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    protocol = result.get("eval", eval_protocol(cfg))  # result.json files before this field
+    if protocol != eval_protocol(cfg):
+        print(f"{result['algo']}/{result['task']}: evaluated with {protocol}, now {eval_protocol(cfg)}: "
+              "evaluating again from its final checkpoint")
+        return None
+    return result
+
+
+def eval_protocol(cfg: DictConfig) -> dict:
+    return {"episodes": int(cfg.eval.episodes), "eval_seed": int(cfg.eval.eval_seed)}
+
+
+def stop_message(algo: str, task: str, job_dir: Path, err: BaseException) -> str:
+    """One line: what stopped the job, its last good checkpoint, how to go on; traceback to a file."""
+    import traceback
+
+    log = job_dir / "error.log"
+    try:
+        job_dir.mkdir(parents=True, exist_ok=True)
+        log.write_text("".join(traceback.format_exception(err)))
+        where = f" (traceback in {log})"
+    except OSError:
+        where = ""
+    msg = f"error: {algo}/{task}: {' '.join(str(err).split())}"
+    state = job_dir / "checkpoint" / "state.pt"
+    if state.exists():
+        try:
+            iteration = torch.load(state, weights_only=False)["iteration"]
+        except Exception:  # noqa: BLE001 - the message must not fail
+            iteration = "unknown"
+        msg += (f" The last good checkpoint is {job_dir / 'checkpoint'} (iteration {iteration}): "
+                f"resume={job_dir.parents[2]} goes on from it with the same settings and data; to change "
+                "training settings (e.g. a lower optim.lr), start a new run_dir.")
+    return msg + where
+
+
 def quick_eval_due(cfg: DictConfig, env_steps: int, steps: int) -> bool:
     """After the iteration that crosses a multiple of ``train.eval_every_env_steps``, and at the end."""
     every = int(cfg.train.eval_every_env_steps)
@@ -253,13 +302,15 @@ def write_result(cfg: DictConfig, job: Job, metrics: dict, wall_time_s: float) -
     episodes = metrics.pop("episodes", None)
     b = job.buffer
     result = {
-        "algo": job.algo, "label": job.spec.label, "task": job.task, "metrics": metrics,
+        "algo": job.algo, "label": job.spec.label, "task": job.task, "metrics": metrics, "eval": eval_protocol(cfg),
         "env_steps": job.state["env_steps"], "updates": job.state["updates"], "wall_time_s": wall_time_s,
         "buffer": {"trajectories": b.num_trajectories, "admitted": b.stats.admitted, "rejected": b.stats.rejected,
                    "incomplete": b.stats.incomplete, "evicted": b.stats.evicted, "length_limit": b.length_limit},
         "history": job.state["history"],
     }
-    (job.dir / RESULT).write_text(json.dumps(result, indent=1))
+    tmp = job.dir / (RESULT + ".tmp")  # a kill leaves no truncated result.json
+    tmp.write_text(json.dumps(result, indent=1))
+    os.replace(tmp, job.dir / RESULT)
     if episodes is not None and episodes.frames:
         frames = [episodes.frames[i] for i in sorted(episodes.frames)]
         try:
@@ -307,7 +358,7 @@ def optimizer_step(cfg: DictConfig, job: Job, out) -> dict[str, torch.Tensor]:
     """Back-propagate the sum of the ``loss_*`` terms; clip each parameter group; step."""
     total = sum(v for k, v in out.items() if k.startswith("loss_"))
     if not job.spec.bc and not torch.isfinite(total):  # PPOBCLoss checks its own terms
-        raise FloatingPointError(f"the loss became {total.item()}; lower optim.lr or check the data.")
+        raise FloatingPointError(f"the loss became {total.item()}.")
     job.optim.zero_grad()
     total.backward()
     actor, critic = (torch.nn.utils.clip_grad_norm_(g["params"], cfg.optim.max_grad_norm)

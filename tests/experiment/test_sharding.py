@@ -21,9 +21,10 @@ def test_one_shard_runs_in_this_process():
     assert map_shards(job, [[1, 2]], 10) == [(10, 0, os.getpid()), (20, 0, os.getpid())]
 
 
-def test_several_shards_run_in_their_own_processes_in_order():
+def test_several_shards_run_in_child_processes_in_order():
     out = map_shards(job, shard([1, 2, 3], 2), 1)
     assert [(x, pos) for x, pos, _ in out] == [(1, 0), (3, 0), (2, 1)]
-    assert os.getpid() not in {pid for *_, pid in out} and len({pid for *_, pid in out}) == 2
+    # A pool of 2 spawned workers (a fast shard can leave both to one of them).
+    assert os.getpid() not in {pid for *_, pid in out}
     with pytest.raises(ValueError, match="boom in a shard"):
         map_shards(job, [["boom"], [1]], 1)

@@ -200,11 +200,16 @@ def test_resume_applies_evaluation_overrides_and_refuses_training_ones(smoke_run
     refused = run([f"resume={run_dir}", "optim.lr=1.0", "eval.episodes=4"], tmp_path)
     assert refused.returncode != 0
     assert "would change them: optim.lr." in refused.stderr and "Traceback" not in refused.stderr
-    (run_dir / "jobs/ours/reach-v3/result.json").unlink()  # final evaluation to redo, from the checkpoint
     proc = run([f"resume={run_dir}", "eval.episodes=4"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "with eval.episodes=4" in proc.stdout
-    assert json.loads((run_dir / "jobs/ours/reach-v3/result.json").read_text())["metrics"]["num_episodes"] == 4
+    for algo in ("sft", "ours"):  # every finished job is evaluated again, from its final weights
+        result = json.loads((run_dir / f"jobs/{algo}/reach-v3/result.json").read_text())
+        assert result["metrics"]["num_episodes"] == 4 and result["eval"]["episodes"] == 4
+    ours = json.loads((smoke_run[0] / "jobs/ours/reach-v3/result.json").read_text())
+    again = json.loads((run_dir / "jobs/ours/reach-v3/result.json").read_text())
+    assert (again["env_steps"], again["updates"], again["history"]) == (ours["env_steps"], ours["updates"],
+                                                                         ours["history"])  # no retraining
     assert "episodes: 4" in (run_dir / "config.yaml").read_text()  # the record says what was used
 
 
@@ -216,4 +221,5 @@ def test_corrupt_checkpoint_is_reported(tmp_path):
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
     assert "cannot be loaded" in out and "Delete run/jobs/sft/reach-v3/checkpoint" in out
+    assert "Traceback" not in proc.stderr and "traceback in run/jobs/sft/reach-v3/error.log" in proc.stderr
     assert (job / "state.pt").read_bytes() == b"not a checkpoint"  # never overwritten

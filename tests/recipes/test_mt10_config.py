@@ -53,6 +53,8 @@ def test_presets_pass():
         ("buffer.mode=fifo", "buffer.mode must be one of filtered, static, unrestricted"),
         ("device=tpu", "device must be one of auto, cpu, cuda"),
         ("+model.horizon=3", "model.horizon=3 but algorithm"),
+        ("model.task_embed_dim=-1", "model.task_embed_dim must be >= 1, got -1"),
+        ("model.hidden=[256,0]", "model.hidden must be a non-empty list of layer widths >= 1"),
     ],
 )
 def test_bad_settings_are_named(override, message):
@@ -66,3 +68,19 @@ def test_all_problems_are_reported_at_once():
 
 def test_optional_settings_accept_null():
     mt10_config.check_config(config("bc.pretrain_lr=null", "buffer.length_limit=null", "optim.critic_lr=null"))
+
+
+def test_octo_instruction_table_must_hold_mt10_in_task_order(tmp_path):
+    import torch
+
+    from torchrl_chunk.envs import MT10_TASKS, TASK_INSTRUCTIONS
+
+    mt10 = [TASK_INSTRUCTIONS[t] for t in MT10_TASKS]
+    good, shuffled = tmp_path / "good.pt", tmp_path / "shuffled.pt"
+    torch.save({"instructions": mt10, "embeddings": torch.zeros(10, 16, 768)}, good)
+    torch.save({"instructions": mt10[::-1], "embeddings": torch.zeros(10, 16, 768)}, shuffled)
+    mt10_config.check_config(config("model=octo_small", f"model.instructions={good}"))
+    msg = error_of("model=octo_small", f"model.instructions={shuffled}")
+    assert f"model.instructions={shuffled} does not hold MT10's 10 instructions in task order" in msg
+    (tmp_path / "text.pt").write_text("not a table")
+    assert "cannot be read" in error_of("model=octo_small", f"model.instructions={tmp_path / 'text.pt'}")

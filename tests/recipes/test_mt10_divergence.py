@@ -26,6 +26,7 @@ def smoke_config(tmp_path):
 
 
 def test_nan_observation_names_the_observation_task_env_and_last_checkpoint(tmp_path, monkeypatch):
+    """The recipe's side: the env raising on a NaN is tested in tests/envs/test_metaworld.py."""
     real_collect, calls = mt10_utils.collect, []
 
     def collect(*args):
@@ -42,4 +43,6 @@ def test_nan_observation_names_the_observation_task_env_and_last_checkpoint(tmp_
     assert "non-finite observation ('observation', 'state')" in msg and "reach-v3" in msg and "env 2" in msg
     assert "non-finite action" not in msg  # the policy is not blamed for the simulator
     assert f"{job_dir / 'checkpoint'} (iteration 2)" in msg and f"resume={tmp_path / 'run'}" in msg
+    assert "start a new run_dir" in msg  # resume= replays the same data: changing settings needs a new run
+    assert "NonFiniteObservationError" in (job_dir / "error.log").read_text()  # the traceback is kept
     assert "\n" not in msg

@@ -1,7 +1,7 @@
 """Crash-safe job checkpoints: weights, optimiser, counters and the demo buffer, always together.
 
 A job directory holds one ``checkpoint/`` directory with ``state.pt`` (the ``state_dict`` of
-every module given, the training counters and the torch RNG state) and ``buffer/`` (the demo
+every module given, the training counters and the torch CPU and CUDA RNG states) and ``buffer/`` (the demo
 buffer's own ``dumps``), both from the same iteration. A save writes ``checkpoint.tmp/``
 completely, then renames ``checkpoint/ -> checkpoint.old/``, ``checkpoint.tmp/ ->
 checkpoint/``, and deletes ``checkpoint.old/``. A kill at any point of that (SIGKILL, a full
@@ -96,6 +96,8 @@ def save_checkpoint(
     payload = dict(state)
     payload["modules"] = {k: v.state_dict() for k, v in modules.items()}
     payload["torch_rng"] = torch.get_rng_state()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():  # a CUDA learner draws there too
+        payload["cuda_rng"] = torch.cuda.get_rng_state_all()
     recover_checkpoint(job_dir)
     ckpt, old, tmp = checkpoint_dirs(job_dir)
     tmp.mkdir()
@@ -115,7 +117,8 @@ def load_checkpoint(
 ) -> dict[str, Any] | None:
     """Restore ``modules`` and ``buffer`` (and the torch RNG) from the job's checkpoint.
 
-    Returns the saved state (counters, ``"modules"``, ``"torch_rng"``), or ``None`` when the
+    Returns the saved state (counters, ``"modules"``, ``"torch_rng"``, ``"cuda_rng"`` when a
+    CUDA learner saved it), or ``None`` when the
     job has no checkpoint yet. An unreadable checkpoint raises :class:`CheckpointError` and
     is left untouched.
     """
@@ -136,4 +139,6 @@ def load_checkpoint(
             f"Delete {ckpt} to restart this job from scratch."
         ) from err
     torch.set_rng_state(payload["torch_rng"])
+    if "cuda_rng" in payload and torch.cuda.is_available() and len(payload["cuda_rng"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(payload["cuda_rng"])
     return payload

@@ -5,7 +5,9 @@ as ``kl_approx``, ``clip_fraction``, ``explained_variance``, ``beta``, ``bc_*``)
 norms of every update as tensors, and reduces them once in :meth:`IterationLog.summary`:
 one stack and one mean per entry, one transfer per entry. Timings of the stages (``collect``,
 ``update``, ``eval``) come from :meth:`IterationLog.timer`; ``summary`` turns them into
-``time/<stage>`` seconds and, given the env steps of the iteration, ``env_steps_per_s``.
+``time/<stage>`` seconds and, given the env steps of the iteration, ``env_steps_per_s``
+(over all timed stages: the training throughput) and ``collect_steps_per_s`` (collection
+alone).
 
 Why hand-written: TorchRL's ``timeit`` is a process-global registry (two jobs in one process
 would mix their timers) and ``Logger.log_metrics`` takes the reduced values; the reduction
@@ -61,6 +63,8 @@ class IterationLog:
         out["updates"] = float(len(self._updates))
         for stage, seconds in self._seconds.items():
             out[f"time/{stage}"] = seconds
-        if env_steps is not None and self._seconds.get("collect"):
-            out["env_steps_per_s"] = env_steps / self._seconds["collect"]
+        if env_steps is not None and sum(self._seconds.values()) > 0:
+            out["env_steps_per_s"] = env_steps / sum(self._seconds.values())  # the whole iteration
+            if self._seconds.get("collect"):
+                out["collect_steps_per_s"] = env_steps / self._seconds["collect"]
         return out
