@@ -29,7 +29,7 @@ from torchrl_chunk.schedules import Constant, TanhWarmup
 from torchrl_chunk.video import realtime_fps, write_mp4
 from mt10_config import learner_device
 from torchrl.collectors import Collector
-from torchrl.envs.utils import ExplorationType, set_exploration_type
+from torchrl.envs.utils import ExplorationType
 from torchrl.record.loggers import get_logger
 
 RESULT = "result.json"
@@ -141,10 +141,9 @@ class Job:
     loss: PPOBCLoss
     optim: torch.optim.Optimizer
     logger: Any
-    gen: torch.Generator
     state: dict = field(default_factory=lambda: {
         "phase": "sft", "iteration": 0, "env_steps": 0, "updates": 0, "history": [],
-        "episodes": 0, "successes": 0, "gen": None, "wall_time_s": 0.0})
+        "episodes": 0, "successes": 0, "wall_time_s": 0.0})
     restored: dict | None = None
 
     @property
@@ -185,17 +184,16 @@ def make_job(cfg: DictConfig, algo: str, task: str, job_dir: Path) -> Job:
     )
     optim = make_optimizer(cfg, actor, critic)
     logger = get_logger(cfg.logger.backend, logger_name=str(job_dir / "logs"), experiment_name=f"{algo}_{task}")
-    job = Job(algo, task, job_dir, spec, h, device, actor, critic, buffer, ppo, bc, loss, optim, logger, gen)
-    job.state["gen"] = gen.get_state()
-    job.restored = load_checkpoint(job_dir, job.modules, buffer if spec.bc else None)
+    job = Job(algo, task, job_dir, spec, h, device, actor, critic, buffer, ppo, bc, loss, optim, logger)
+    job.restored = load_checkpoint(job_dir, job.modules, buffer if spec.bc else None)  # incl. gen's state
     if job.restored is not None:
         job.state.update({k: job.restored[k] for k in job.state})
-        gen.set_state(job.state["gen"])
+        if "gen" in job.restored:  # checkpoints from before the buffer saved its own generator
+            gen.set_state(job.restored["gen"])
     return job
 
 
 def save_checkpoint(job: Job, wall_time_s: float) -> None:
-    job.state["gen"] = job.gen.get_state()
     job.state["wall_time_s"] = wall_time_s
     _save_checkpoint(job.dir, job.state, job.modules, job.buffer if job.spec.bc else None)
 
@@ -232,15 +230,14 @@ def collect(collector: Collector, batches, seed: int, iteration: int):
 # ----------------------------------------------------------------------------------------
 def evaluate(cfg: DictConfig, job: Job, episodes: int, record: int = 0) -> dict:
     """The paper's protocol on the first ``episodes`` fixed configurations (deterministic policy)."""
-    def policy(td):
+    def policy(td):  # evaluate_policy runs it deterministically, without gradients
         return job.actor(td.to(job.device)).to("cpu")
 
-    with set_exploration_type(ExplorationType.DETERMINISTIC), torch.no_grad():
-        return evaluation.evaluate_policy(
-            policy, job.task, num_episodes=episodes, num_envs=cfg.eval.num_envs, chunk_size=job.horizon,
-            max_steps=cfg.env.max_steps, eval_seed=cfg.eval.eval_seed,
-            from_pixels=cfg.env.from_pixels, image_size=cfg.env.image_size, record_episodes=record,
-        )
+    return evaluation.evaluate_policy(
+        policy, job.task, num_episodes=episodes, num_envs=cfg.eval.num_envs, chunk_size=job.horizon,
+        max_steps=cfg.env.max_steps, eval_seed=cfg.eval.eval_seed,
+        from_pixels=cfg.env.from_pixels, image_size=cfg.env.image_size, record_episodes=record,
+    )
 
 
 def finished_result(cfg: DictConfig, job_dir: Path) -> dict | None:
