@@ -137,11 +137,15 @@ def _check_combinations(cfg: DictConfig) -> list[str]:
 
 def _check_instruction_table(path: Path) -> list[str]:
     """The table must hold MT10's instructions in task order (row i is task_id i)."""
+    from torchrl_chunk.modules.octo.torch_checkpoint import torch_load
+
     fix = "write it with the commands of docs/octo.md, section 3 (MT10's list, in task order)"
+    if not path.is_file():
+        return [f"model.instructions={path} does not exist; {fix}"]
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same advice
-        return [f"model.instructions={path} cannot be read ({type(err).__name__}); {fix}"]
+        blob = torch_load(path, fix, error=ValueError)  # one line naming the file for any bad file
+    except ValueError as err:
+        return [f"model.instructions={err}"]
     got = blob.get("instructions") if isinstance(blob, dict) else None
     expected = [TASK_INSTRUCTIONS[t] for t in MT10_TASKS]
     if got != expected:
