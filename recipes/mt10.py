@@ -5,8 +5,9 @@
     python recipes/mt10.py preset=paper model=octo_small # Section III's settings
     python recipes/mt10.py preset=smoke                  # whole pipeline, one task, < 1 min
     python recipes/mt10.py resume=runs/mt10/<stamp>      # continue a killed run
+    python recipes/mt10.py seeds=[1,2,3] launcher=ray    # every job per seed, as Ray tasks (docs/scaling.md)
 
-One job per (task, algorithm), single-task post-training as in the paper:
+One job per (algorithm, task, seed), single-task post-training as in the paper:
 
     SFT on the expert demos, then, until the env-step budget is spent (Fig. 1(b)):
         collect chunks -> admit short successes to the demo buffer -> GAE per chunk decision
@@ -31,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 import mt10_utils as u
-from mt10_config import prepare_run, resolve_tasks
+from mt10_config import prepare_run, resolve_seeds, resolve_tasks
 from torchrl_chunk.experiment import CheckpointError, IterationLog, map_shards, shard
 from torchrl_chunk.keys import STEPS_EXECUTED_KEY
 
@@ -83,17 +84,16 @@ def sft(cfg: DictConfig, job: u.Job) -> None:
 def post_train(cfg: DictConfig, job: u.Job, position: int, wall) -> None:
     """Fig. 1(b): collect -> admit -> GAE -> PPO+BC epochs -> beta step -> eval, until the budget."""
     state, buffer, total = job.state, job.buffer, int(cfg.train.total_env_steps)
-    collector = u.make_collector(cfg, job)
-    batches = iter(collector)
+    collector = u.make_collector(cfg, job)  # here, or Ray actors (collector.backend=ray)
     bar = tqdm(total=total, initial=state["env_steps"], desc=f"{job.algo} {job.task}", position=position,
                unit="step", dynamic_ncols=True, file=sys.stdout, mininterval=2.0)
     if state["iteration"] == 0:
-        state["history"].append({"env_steps": 0, **u.evaluate(cfg, job, cfg.train.quick_eval_episodes)})
+        state["history"].append({"env_steps": 0, **u.evaluate(cfg, job, cfg.train.quick_eval_episodes, collector=collector)})
     try:
         while state["env_steps"] < total:
             log = IterationLog()
             with log.timer("collect"):  # whole fresh episodes, seeded by (seed, iteration)
-                data = u.collect(collector, batches, int(cfg.seed), state["iteration"])
+                data = u.collect(collector, int(cfg.seed), state["iteration"])
             steps = int(data["next", STEPS_EXECUTED_KEY].sum())
             with log.timer("admit"):  # offer every finished episode; the buffer admits short successes
                 if job.spec.bc:
@@ -115,8 +115,9 @@ def post_train(cfg: DictConfig, job: u.Job, position: int, wall) -> None:
             if u.quick_eval_due(cfg, state["env_steps"], steps):
                 with log.timer("eval"):
                     state["history"].append({"env_steps": state["env_steps"],
-                                             **u.evaluate(cfg, job, cfg.train.quick_eval_episodes)})
-            u.log_iteration(job, log, data, steps, bar)
+                                             **u.evaluate(cfg, job, cfg.train.quick_eval_episodes,
+                                                          collector=collector)})
+            u.log_iteration(job, log, data, steps, bar, collector)
             if state["iteration"] % int(cfg.train.checkpoint_every_iters) == 0 or state["env_steps"] >= total:
                 state["phase"] = "eval" if state["env_steps"] >= total else "rl"
                 u.save_checkpoint(job, wall())
@@ -126,20 +127,48 @@ def post_train(cfg: DictConfig, job: u.Job, position: int, wall) -> None:
 
 
 # ----------------------------------------------------------------------------------------
-# the run: jobs over tasks (in parallel processes with parallel_tasks > 1), then Table I
+# the run: jobs (algo x task x seed) here, in parallel_tasks processes or as Ray tasks; Table I
 # ----------------------------------------------------------------------------------------
-def run_tasks(tasks: list[str], cfg_dict: dict, run_dir: str, position: int) -> list[dict]:
+def run_units(units: list[tuple[str, int]], cfg_dict: dict, run_dir: str, position: int) -> list[dict]:
+    """Every algorithm on each (task, seed) unit, one after the other (one process)."""
     cfg = OmegaConf.create(cfg_dict)
-    return [run_job(cfg, algo, task, Path(run_dir) / "jobs" / algo / task, position)
-            for task in tasks for algo in cfg.algo.names]
+    return [run_job(u.job_config(cfg, seed), algo, task, u.job_dir(run_dir, algo, task, seed), position)
+            for task, seed in units for algo in cfg.algo.names]
+
+
+def ray_job(cfg_dict: dict, algo: str, task: str, seed: int, run_dir: str) -> dict:
+    """One job as a Ray task. A job whose worker dies is run again by Ray and resumes from its
+    checkpoint; an error of the job itself comes back as ``{"error": ...}`` (not retried)."""
+    try:
+        return run_units([(task, seed)], {**cfg_dict, "algo": {**cfg_dict["algo"], "names": [algo]}}, run_dir, 0)[0]
+    except SystemExit as err:  # a one-line stop message: a Ray task must not exit its worker
+        return {"error": str(err)}
+
+
+def run_on_ray(cfg: DictConfig, units: list[tuple[str, int]], cfg_dict: dict, run_dir: Path) -> list[dict]:
+    ray = u.ray_session(cfg)
+    job = ray.remote(num_cpus=1, max_retries=int(cfg.ray.max_retries))(ray_job)
+    futures = [job.remote(cfg_dict, algo, task, seed, str(run_dir)) for task, seed in units for algo in cfg.algo.names]
+    results = ray.get(futures)
+    errors = [r["error"] for r in results if "error" in r]
+    if errors:
+        raise SystemExit("\n".join(errors))
+    return results
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     cfg, run_dir = prepare_run(cfg)  # every setting checked before anything is written
     t0 = time.time()
-    shards = shard(resolve_tasks(cfg), int(cfg.parallel_tasks))
-    results = map_shards(run_tasks, shards, OmegaConf.to_container(cfg, resolve=True), str(run_dir))
+    units = [(task, seed) for task in resolve_tasks(cfg) for seed in resolve_seeds(cfg)]
+    cfg_dict = OmegaConf.to_container(cfg, resolve=True)
+    if "ray" in (cfg.launcher, cfg.collector.backend, cfg.eval.backend):
+        ray = u.ray_session(cfg)  # one cluster for this run: processes and Ray tasks join it
+        cfg_dict["ray"]["address"] = ray.get_runtime_context().gcs_address
+    if cfg.launcher == "ray":
+        results = run_on_ray(cfg, units, cfg_dict, run_dir)
+    else:
+        results = map_shards(run_units, shard(units, int(cfg.parallel_tasks)), cfg_dict, str(run_dir))
     md = u.write_tables(run_dir, results)
     wall = time.time() - t0
     (run_dir / "wall_time.txt").write_text(f"{wall:.1f}\n")

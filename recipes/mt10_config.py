@@ -22,7 +22,7 @@ from torchrl_chunk.video import require_pyav
 #: Overrides that ``resume=`` applies: they change neither the training data nor the updates.
 #: (``threads_per_process`` is not: CPU kernels may sum in another order with other thread
 #: counts, and a resumed run must equal an uninterrupted one bit for bit.)
-RESUME_ALLOWED = ("eval", "logger", "device", "env.num_workers", "parallel_tasks")
+RESUME_ALLOWED = ("eval", "logger", "device", "env.num_workers", "parallel_tasks", "launcher", "ray")
 
 
 # ----------------------------------------------------------------------------------------
@@ -41,7 +41,7 @@ NUMERIC = {
     "seed": _int(0), "parallel_tasks": _int(1), "threads_per_process": _int(1),
     "env.horizon": _int(1), "env.num_envs": _int(1), "env.num_workers": _int(1), "env.max_steps": _int(1),
     "env.decisions_per_env": _int(1, optional=True), "env.image_size": _int(8),
-    "demos.num": _int(1), "demos.seed": _int(0),
+    "demos.num": _int(1), "demos.seed": _int(0, optional=True),
     "ppo.clip_epsilon": _num(0, open_lo=True), "ppo.gamma": _num(0, 1, open_lo=True), "ppo.lmbda": _num(0, 1),
     "ppo.critic_coeff": _num(0), "ppo.entropy_coeff": _num(0), "ppo.epochs": _int(1), "ppo.minibatch_size": _int(1),
     "bc.coeff": _num(0), "bc.batch_size": _int(1), "bc.pretrain_steps": _int(0), "bc.pretrain_batch_size": _int(1),
@@ -53,6 +53,8 @@ NUMERIC = {
     "train.total_env_steps": _int(1), "train.eval_every_env_steps": _int(1),
     "train.quick_eval_episodes": _int(1), "train.checkpoint_every_iters": _int(1),
     "eval.episodes": _int(1), "eval.eval_seed": _int(0), "eval.num_envs": _int(1), "eval.video_episodes": _int(0),
+    "eval.workers": _int(1), "collector.workers": _int(1),
+    "ray.num_cpus": _int(1, optional=True), "ray.max_retries": _int(0), "ray.collector_restarts": _int(0),
 }
 #: Numbers of the model presets, checked when the chosen model has them.
 MODEL_NUMERIC = {
@@ -65,6 +67,7 @@ CHOICES = {
     "buffer.storage": ("memory", "memmap"), "schedule.kind": ("tanh", "constant"),
     "schedule.unit": ("env_steps", "updates"), "optim.name": ("adam", "adamw"),
     "logger.backend": ("csv", "tensorboard", "wandb"), "model.name": ("mlp", "pixel", "octo_small"),
+    "launcher": ("local", "ray"), "collector.backend": ("local", "ray"), "eval.backend": ("local", "ray"),
 }
 
 
@@ -100,6 +103,10 @@ def check_config(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key, default=None)
         if value not in valid:
             errors.append(f"{key} must be one of {', '.join(valid)}, got {value!r}")
+    seeds = cfg.get("seeds")
+    if seeds is not None and not (len(seeds) and all(isinstance(k, int) and not isinstance(k, bool) and k >= 0
+                                                      for k in seeds) and len(set(seeds)) == len(seeds)):
+        errors.append(f"seeds must be null or a list of distinct integers >= 0, got {list(seeds)}")
     unknown = [n for n in cfg.algo.names if n not in cfg.algorithms]
     if unknown:
         errors.append(f"unknown algorithm(s) {unknown} in algo.names; valid: {', '.join(cfg.algorithms)}")
@@ -123,6 +130,21 @@ def _check_combinations(cfg: DictConfig) -> list[str]:
         errors.append("train.quick_eval_episodes must be <= eval.episodes (quick evals use the first configurations)")
     if cfg.env.num_workers not in (1, cfg.env.num_envs):
         errors.append(f"env.num_workers must be 1 or env.num_envs={cfg.env.num_envs}, got {cfg.env.num_workers}")
+    if cfg.collector.backend == "ray":
+        if cfg.env.num_envs % cfg.collector.workers:
+            errors.append(f"collector.backend=ray needs env.num_envs={cfg.env.num_envs} to be a multiple of "
+                          f"collector.workers={cfg.collector.workers} (each Ray collector holds the same number of envs)")
+        if cfg.env.num_workers != 1:
+            errors.append("collector.backend=ray runs each collector's envs in its actor: set env.num_workers=1 and "
+                          "scale with collector.workers")
+    uses_ray = [k for k in ("launcher", "collector.backend", "eval.backend") if OmegaConf.select(cfg, k) == "ray"]
+    if uses_ray:
+        try:
+            from torchrl_chunk.distributed import require_ray
+
+            require_ray()
+        except ImportError as err:
+            errors.append(f"{'='.join([uses_ray[0], 'ray'])}: {err}")
     if cfg.eval.video_episodes and cfg.env.from_pixels:
         try:
             require_pyav()
@@ -160,6 +182,11 @@ def resolve_tasks(cfg: DictConfig) -> list[str]:
     if unknown:
         raise SystemExit(f"error: unknown task(s) {unknown}; valid MT10 tasks: {', '.join(MT10_TASKS)}")
     return tasks
+
+
+def resolve_seeds(cfg: DictConfig) -> list[int]:
+    """The seeds every job runs with: ``seeds``, or ``[seed]`` when it is null."""
+    return [int(k) for k in cfg.seeds] if cfg.get("seeds") is not None else [int(cfg.seed)]
 
 
 def learner_device(cfg: DictConfig) -> torch.device:

@@ -7,6 +7,7 @@ builds an env, a model or a loss itself. Settings and the run directory: ``mt10_
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -18,7 +19,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from torchrl_chunk import evaluation
+from torchrl_chunk import distributed, evaluation
 from torchrl_chunk.data import LengthFilteredReplayBuffer
 from torchrl_chunk.envs import MT10_TASKS, collect_expert_demos, derive_seed, load_demos, make_metaworld_env, save_demos
 from torchrl_chunk.experiment import load_checkpoint
@@ -50,11 +51,12 @@ class Seeds:
 def expert_demos(cfg: DictConfig, task: str, num: int):
     """Load the task's expert demos from the cache, collecting them once if missing."""
     px = f"_px{cfg.env.image_size}" if cfg.env.from_pixels else ""
-    path = Path(cfg.demos.cache_dir) / f"{task}_n{num}_seed{cfg.demos.seed}_T{cfg.env.max_steps}{px}.pt"
+    seed = int(cfg.seed if cfg.demos.seed is None else cfg.demos.seed)
+    path = Path(cfg.demos.cache_dir) / f"{task}_n{num}_seed{seed}_T{cfg.env.max_steps}{px}.pt"
     if path.exists():
         return load_demos(path)
     demos = collect_expert_demos(
-        task, num, cfg.demos.seed, max_steps=cfg.env.max_steps,
+        task, num, seed, max_steps=cfg.env.max_steps,
         from_pixels=cfg.env.from_pixels, image_size=cfg.env.image_size,
     )
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -151,6 +153,21 @@ class Job:
         return {"actor": self.actor, "critic": self.critic, "schedule": self.loss.schedule, "optim": self.optim}
 
 
+def job_dir(run_dir: Path | str, algo: str, task: str, seed: int) -> Path:
+    """``jobs/<algo>/<task>/seed_<k>/``; a run directory from before seeds keeps ``jobs/<algo>/<task>/``."""
+    legacy = Path(run_dir) / "jobs" / algo / task
+    if (legacy / "checkpoint").exists() or (legacy / RESULT).exists():
+        return legacy  # resume=<an older run dir> finds its checkpoints where they are
+    return legacy / f"seed_{seed}"
+
+
+def job_config(cfg: DictConfig, seed: int) -> DictConfig:
+    """The run's settings with ``seed`` set to this job's (everything a job draws derives from it)."""
+    job_cfg = cfg.copy()
+    job_cfg.seed = int(seed)
+    return job_cfg
+
+
 def make_job(cfg: DictConfig, algo: str, task: str, job_dir: Path) -> Job:
     """Build a job's parts in a fixed order (it fixes the random draws) and restore its checkpoint."""
     spec = cfg.algorithms[algo]
@@ -198,38 +215,79 @@ def save_checkpoint(job: Job, wall_time_s: float) -> None:
     _save_checkpoint(job.dir, job.state, job.modules, job.buffer if job.spec.bc else None)
 
 
-def make_collector(cfg: DictConfig, job: Job) -> Collector:
-    """TorchRL's collector over the chunked env; each collection holds whole episodes."""
+def ray_session(cfg: DictConfig):
+    """Join (or start) the Ray cluster of ``ray.address``; a no-op inside a Ray worker."""
+    here = Path(__file__).resolve().parent  # Ray workers import mt10_utils: recipes/ on their path
+    return distributed.init_ray(cfg.ray.address, num_cpus=cfg.ray.num_cpus, python_path=[str(here)])
+
+
+class LocalCollection:
+    """TorchRL's ``Collector`` in this process: one batch of fresh episodes per ``collect(seed)``."""
+
+    bytes_sent = bytes_received = 0  # nothing crosses a network
+
+    def __init__(self, collector: Collector) -> None:
+        self.collector = collector
+        self._batches = iter(collector)
+
+    def collect(self, seed: int):
+        self.collector.set_seed(seed)  # the reseed and reset apply to the next batch
+        self.collector.reset()
+        return next(self._batches)
+
+    def shutdown(self) -> None:
+        self.collector.shutdown()
+
+
+def make_collector(cfg: DictConfig, job: Job) -> LocalCollection | distributed.RayEpisodeCollector:
+    """Whole-episode batches: TorchRL's collector here, or Ray actors (``collector.backend=ray``)."""
     decisions = int(cfg.env.decisions_per_env or math.ceil(cfg.env.max_steps / job.horizon))
-    env = make_metaworld_env(
-        job.task, num_envs=cfg.env.num_envs, chunk_size=job.horizon, seed=int(cfg.seed), max_steps=cfg.env.max_steps,
-        from_pixels=cfg.env.from_pixels, image_size=cfg.env.image_size, num_workers=cfg.env.num_workers,
+    make_env = functools.partial(
+        make_metaworld_env, job.task, chunk_size=job.horizon, seed=int(cfg.seed), max_steps=cfg.env.max_steps,
+        from_pixels=cfg.env.from_pixels, image_size=cfg.env.image_size,
     )
+    if cfg.collector.backend == "ray":
+        ray_session(cfg)
+        return distributed.RayEpisodeCollector(
+            make_env, job.actor, num_envs=int(cfg.env.num_envs), num_workers=int(cfg.collector.workers),
+            decisions_per_env=decisions, max_restarts=int(cfg.ray.collector_restarts),
+            num_threads=int(cfg.threads_per_process),
+        )
     collector = Collector(
-        env, job.actor, frames_per_batch=cfg.env.num_envs * decisions, total_frames=-1,
+        make_env(num_envs=cfg.env.num_envs, num_workers=cfg.env.num_workers), job.actor,
+        frames_per_batch=cfg.env.num_envs * decisions, total_frames=-1,
         exploration_type=ExplorationType.RANDOM, policy_device=job.device, env_device="cpu", storing_device="cpu",
         auto_register_policy_transforms=False,  # the chunk policies are not recurrent
     )
     if job.restored is not None:  # building the collector may draw random numbers: undo that
         torch.set_rng_state(job.restored["torch_rng"])
-    return collector
+    return LocalCollection(collector)
 
 
-def collect(collector: Collector, batches, seed: int, iteration: int):
-    """One batch of fresh episodes seeded by (seed, iteration): a resumed run sees the same data.
-
-    ``batches`` is ``iter(collector)``; the reseed and reset apply to its next batch.
-    """
-    collector.set_seed(derive_seed(seed, iteration, Seeds.COLLECTION))
-    collector.reset()
-    return next(batches)
+def collect(collector: LocalCollection | distributed.RayEpisodeCollector, seed: int, iteration: int):
+    """One batch of fresh episodes seeded by (seed, iteration): a resumed run sees the same data."""
+    return collector.collect(derive_seed(seed, iteration, Seeds.COLLECTION))
 
 
 # ----------------------------------------------------------------------------------------
 # evaluation and outputs
 # ----------------------------------------------------------------------------------------
-def evaluate(cfg: DictConfig, job: Job, episodes: int, record: int = 0) -> dict:
-    """The paper's protocol on the first ``episodes`` fixed configurations (deterministic policy)."""
+def evaluate(cfg: DictConfig, job: Job, episodes: int, record: int = 0, collector=None) -> dict:
+    """The paper's protocol on the first ``episodes`` fixed configurations (deterministic policy).
+
+    ``eval.backend=ray``: the same episodes on Ray workers (the same numbers), on the remote
+    collector's actors when there are (they hold their CPUs between batches).
+    """
+    if cfg.eval.backend == "ray":
+        ray_session(cfg)
+        actors = collector.actors() if isinstance(collector, distributed.RayEpisodeCollector) else None
+        return distributed.evaluate_policy_ray(
+            job.actor, job.task, num_workers=int(cfg.eval.workers), num_episodes=episodes,
+            num_envs=cfg.eval.num_envs, chunk_size=job.horizon, max_steps=cfg.env.max_steps,
+            eval_seed=cfg.eval.eval_seed, from_pixels=cfg.env.from_pixels, image_size=cfg.env.image_size,
+            record_episodes=record, num_threads=int(cfg.threads_per_process), actors=actors,
+        )
+
     def policy(td):  # evaluate_policy runs it deterministically, without gradients
         return job.actor(td.to(job.device)).to("cpu")
 
@@ -277,13 +335,14 @@ def stop_message(algo: str, task: str, job_dir: Path, err: BaseException) -> str
         where = ""
     msg = f"error: {algo}/{task}: {' '.join(str(err).split())}"
     state = job_dir / "checkpoint" / "state.pt"
+    run_dir = next((p.parent for p in job_dir.parents if p.name == "jobs"), job_dir)  # run_dir/jobs/algo/task[/seed_k]
     if state.exists():
         try:
             iteration = torch.load(state, weights_only=False)["iteration"]
         except Exception:  # noqa: BLE001 - the message must not fail
             iteration = "unknown"
         msg += (f" The last good checkpoint is {job_dir / 'checkpoint'} (iteration {iteration}): "
-                f"resume={job_dir.parents[2]} goes on from it with the same settings and data; to change "
+                f"resume={run_dir} goes on from it with the same settings and data; to change "
                 "training settings (e.g. a lower optim.lr), start a new run_dir.")
     return msg + where
 
@@ -299,7 +358,8 @@ def write_result(cfg: DictConfig, job: Job, metrics: dict, wall_time_s: float) -
     episodes = metrics.pop("episodes", None)
     b = job.buffer
     result = {
-        "algo": job.algo, "label": job.spec.label, "task": job.task, "metrics": metrics, "eval": eval_protocol(cfg),
+        "algo": job.algo, "label": job.spec.label, "task": job.task, "seed": int(cfg.seed), "metrics": metrics,
+        "eval": eval_protocol(cfg),
         "env_steps": job.state["env_steps"], "updates": job.state["updates"], "wall_time_s": wall_time_s,
         "buffer": {"trajectories": b.num_trajectories, "admitted": b.stats.admitted, "rejected": b.stats.rejected,
                    "incomplete": b.stats.incomplete, "evicted": b.stats.evicted, "length_limit": b.length_limit},
@@ -365,8 +425,9 @@ def optimizer_step(cfg: DictConfig, job: Job, out) -> dict[str, torch.Tensor]:
     return {"grad_norm": actor, "grad_norm_critic": critic}
 
 
-def log_iteration(job: Job, log, data, steps: int, bar) -> dict[str, float]:
-    """One ``log_metrics`` call: PPO diagnostics, timings, beta, buffer and quick-eval numbers."""
+def log_iteration(job: Job, log, data, steps: int, bar, collector=None) -> dict[str, float]:
+    """One ``log_metrics`` call: PPO diagnostics, timings, beta, buffer and quick-eval numbers
+    (and, with remote collection, the bytes sent to and received from the Ray actors)."""
     state, buffer = job.state, job.buffer
     nxt = data["next"]
     done = nxt["done"].squeeze(-1)
@@ -377,6 +438,9 @@ def log_iteration(job: Job, log, data, steps: int, bar) -> dict[str, float]:
                train_success=state["successes"] / max(1, state["episodes"]))
     if job.spec.bc:
         row.update(buffer.metrics(prefix="buffer/"))
+    if collector is not None and collector.bytes_received:
+        row.update({"collect/bytes_sent": collector.bytes_sent, "collect/bytes_received": collector.bytes_received,
+                    "collect/restarts": getattr(collector, "restarts", 0)})
     last = state["history"][-1]
     if last["env_steps"] == state["env_steps"]:  # a quick evaluation ran this iteration
         row.update({"eval/success_rate": last["success_rate"], "eval/len_p10": last["len_p10"],

@@ -42,20 +42,20 @@ def test_smoke_pipeline_writes_table_and_artifacts(smoke_run):
     assert "| Reach |" in md and "SFT" in md and "Ours" in md
     csv_lines = (run_dir / "results.csv").read_text().splitlines()
     assert csv_lines[0].startswith("Task,Acc.") and csv_lines[-1].startswith("Average")
-    ours = json.loads((run_dir / "jobs/ours/reach-v3/result.json").read_text())
+    ours = json.loads((run_dir / "jobs/ours/reach-v3/seed_1/result.json").read_text())
     assert ours["metrics"]["num_episodes"] == 8
     assert ours["env_steps"] >= 600 and ours["updates"] > 0
     assert ours["buffer"]["length_limit"] >= 1 and ours["buffer"]["trajectories"] >= 2
     assert len(ours["history"]) >= 2  # quick evals at 0 and later
     assert 0 < ours["wall_time_s"] < proc.elapsed  # once counted, although saved at every checkpoint
-    sft = json.loads((run_dir / "jobs/sft/reach-v3/result.json").read_text())
+    sft = json.loads((run_dir / "jobs/sft/reach-v3/seed_1/result.json").read_text())
     assert sft["env_steps"] == 0  # SFT never interacts with the env
     assert (run_dir / "config.yaml").exists()
-    assert (run_dir / "jobs/ours/reach-v3/checkpoint/state.pt").exists()
-    assert (run_dir / "jobs/ours/reach-v3/checkpoint/buffer/length_filtered_buffer.json").exists()
-    assert not list((run_dir / "jobs/ours/reach-v3").glob("checkpoint.*"))  # no leftovers
-    assert not (run_dir / "jobs/ours/reach-v3/eval.mp4").exists()  # no video without pixels
-    assert (run_dir / "jobs/ours/reach-v3/learning_curve.png").stat().st_size > 1000
+    assert (run_dir / "jobs/ours/reach-v3/seed_1/checkpoint/state.pt").exists()
+    assert (run_dir / "jobs/ours/reach-v3/seed_1/checkpoint/buffer/length_filtered_buffer.json").exists()
+    assert not list((run_dir / "jobs/ours/reach-v3/seed_1").glob("checkpoint.*"))  # no leftovers
+    assert not (run_dir / "jobs/ours/reach-v3/seed_1/eval.mp4").exists()  # no video without pixels
+    assert (run_dir / "jobs/ours/reach-v3/seed_1/learning_curve.png").stat().st_size > 1000
     assert "run directory" in proc.stdout
 
 
@@ -83,7 +83,7 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path):
         [sys.executable, str(RECIPE), *args, "run_dir=killed"], cwd=tmp_path, env=env,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
-    ckpt = tmp_path / "killed/jobs/ours/reach-v3/checkpoint/state.pt"
+    ckpt = tmp_path / "killed/jobs/ours/reach-v3/seed_1/checkpoint/state.pt"
     deadline = time.time() + 300
     killed_at = None
     while time.time() < deadline and proc.poll() is None:
@@ -99,17 +99,17 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path):
         time.sleep(0.05)
     proc.wait()
     assert killed_at is not None, "the run finished or stalled before it could be killed mid-training"
-    assert not (tmp_path / "killed/jobs/ours/reach-v3/result.json").exists()
+    assert not (tmp_path / "killed/jobs/ours/reach-v3/seed_1/result.json").exists()
 
     resumed = run(["resume=killed"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    a = json.loads((tmp_path / "full/jobs/ours/reach-v3/result.json").read_text())
-    b = json.loads((tmp_path / "killed/jobs/ours/reach-v3/result.json").read_text())
+    a = json.loads((tmp_path / "full/jobs/ours/reach-v3/seed_1/result.json").read_text())
+    b = json.loads((tmp_path / "killed/jobs/ours/reach-v3/seed_1/result.json").read_text())
     assert b["metrics"] == a["metrics"]
     assert b["history"] == a["history"]
     assert (b["env_steps"], b["updates"], b["buffer"]) == (a["env_steps"], a["updates"], a["buffer"])
-    pa = torch.load(tmp_path / "full/jobs/ours/reach-v3/checkpoint/state.pt", weights_only=False)["modules"]["actor"]
-    pb = torch.load(tmp_path / "killed/jobs/ours/reach-v3/checkpoint/state.pt", weights_only=False)["modules"]["actor"]
+    pa = torch.load(tmp_path / "full/jobs/ours/reach-v3/seed_1/checkpoint/state.pt", weights_only=False)["modules"]["actor"]
+    pb = torch.load(tmp_path / "killed/jobs/ours/reach-v3/seed_1/checkpoint/state.pt", weights_only=False)["modules"]["actor"]
     for k in pa:
         torch.testing.assert_close(pa[k], pb[k], rtol=0, atol=0)
 
@@ -125,11 +125,11 @@ def test_pixel_models_run_in_the_recipe(tmp_path, model):
         tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads((tmp_path / "run/jobs/ours/reach-v3/result.json").read_text())
+    result = json.loads((tmp_path / "run/jobs/ours/reach-v3/seed_1/result.json").read_text())
     assert result["env_steps"] >= 100 and result["metrics"]["num_episodes"] == 2
     # eval.video_episodes (default 4) is capped by eval.episodes: both episodes are filmed
     av = pytest.importorskip("av")
-    with av.open(str(tmp_path / "run/jobs/ours/reach-v3/eval.mp4")) as container:
+    with av.open(str(tmp_path / "run/jobs/ours/reach-v3/seed_1/eval.mp4")) as container:
         frames = list(container.decode(video=0))
     assert frames[0].width == frames[0].height == 32
     assert len(frames) >= 2 * 2 + 4  # reset + >= 1 decision per episode, 4 black frames between
@@ -204,22 +204,22 @@ def test_resume_applies_evaluation_overrides_and_refuses_training_ones(smoke_run
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "with eval.episodes=4" in proc.stdout
     for algo in ("sft", "ours"):  # every finished job is evaluated again, from its final weights
-        result = json.loads((run_dir / f"jobs/{algo}/reach-v3/result.json").read_text())
+        result = json.loads((run_dir / f"jobs/{algo}/reach-v3/seed_1/result.json").read_text())
         assert result["metrics"]["num_episodes"] == 4 and result["eval"]["episodes"] == 4
-    ours = json.loads((smoke_run[0] / "jobs/ours/reach-v3/result.json").read_text())
-    again = json.loads((run_dir / "jobs/ours/reach-v3/result.json").read_text())
+    ours = json.loads((smoke_run[0] / "jobs/ours/reach-v3/seed_1/result.json").read_text())
+    again = json.loads((run_dir / "jobs/ours/reach-v3/seed_1/result.json").read_text())
     assert (again["env_steps"], again["updates"], again["history"]) == (ours["env_steps"], ours["updates"],
                                                                          ours["history"])  # no retraining
     assert "episodes: 4" in (run_dir / "config.yaml").read_text()  # the record says what was used
 
 
 def test_corrupt_checkpoint_is_reported(tmp_path):
-    job = tmp_path / "run/jobs/sft/reach-v3/checkpoint"
+    job = tmp_path / "run/jobs/sft/reach-v3/seed_1/checkpoint"
     job.mkdir(parents=True)
     (job / "state.pt").write_bytes(b"not a checkpoint")
     proc = run(["preset=smoke", "algo=sft", "run_dir=run"], tmp_path)
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
-    assert "cannot be loaded" in out and "Delete run/jobs/sft/reach-v3/checkpoint" in out
-    assert "Traceback" not in proc.stderr and "traceback in run/jobs/sft/reach-v3/error.log" in proc.stderr
+    assert "cannot be loaded" in out and "Delete run/jobs/sft/reach-v3/seed_1/checkpoint" in out
+    assert "Traceback" not in proc.stderr and "traceback in run/jobs/sft/reach-v3/seed_1/error.log" in proc.stderr
     assert (job / "state.pt").read_bytes() == b"not a checkpoint"  # never overwritten

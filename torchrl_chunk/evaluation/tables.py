@@ -43,10 +43,13 @@ def build_table(
     """``{label: {task: metrics}}`` from per-job results ``{"label", "task", "metrics"}``.
 
     Labels listed in ``label_order`` (e.g. :data:`TABLE_I_LABELS`) come first, in that
-    order; the others follow in order of appearance. When two results share a label and
-    a task, the later one wins (e.g. a later run directory).
+    order; the others follow in order of appearance. When two results share a label, a
+    task and a ``"seed"`` (results without one share seed ``None``), the later one wins
+    (e.g. a later run directory). Results of several seeds are averaged per metric with
+    the rule of the "Average" row (:func:`~torchrl_chunk.evaluation.mt10_average`: a
+    length metric is missing if any seed's is), and ``"seeds"`` counts them.
     """
-    table: dict[str, dict[str, dict]] = {}
+    per_seed: dict[str, dict[str, dict]] = {}
     for i, r in enumerate(results):
         missing = [k for k in ("label", "task", "metrics") if k not in r]
         if missing:
@@ -54,7 +57,14 @@ def build_table(
                 f"build_table: result {i} lacks {missing}; each result needs 'label', 'task' "
                 "and 'metrics' (as in a job's result.json)."
             )
-        table.setdefault(r["label"], {})[r["task"]] = dict(r["metrics"])
+        per_seed.setdefault(r["label"], {}).setdefault(r["task"], {})[r.get("seed")] = dict(r["metrics"])
+    table: dict[str, dict[str, dict]] = {}
+    for label, tasks in per_seed.items():
+        for task, seeds in tasks.items():
+            if len(seeds) == 1:
+                table.setdefault(label, {})[task] = next(iter(seeds.values()))
+            else:
+                table.setdefault(label, {})[task] = {**mt10_average(seeds), "seeds": len(seeds)}
     first = [label for label in label_order if label in table]
     return {label: table[label] for label in first + [k for k in table if k not in first]}
 

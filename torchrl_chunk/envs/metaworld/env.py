@@ -333,6 +333,7 @@ def make_metaworld_env(
     eval_seed: int = EVAL_SEED,
     include_instruction: bool = False,
     num_workers: int = 1,
+    worker_index_offset: int = 0,
     reward_aggregation: RewardAggregation = "sum",
     gamma: float | None = None,
     device: torch.device | str = "cpu",
@@ -356,6 +357,10 @@ def make_metaworld_env(
         num_workers: ``1`` (default) steps the ``N`` envs sequentially in this process.
             ``num_workers == num_envs > 1`` runs one env per ``ParallelEnv`` worker
             process (worth it with pixels: rendering dominates). Train mode only.
+        worker_index_offset: index of the first sub-env in a larger batch split over
+            processes or machines: sub-env ``i`` is seeded as sub-env
+            ``worker_index_offset + i`` of one env with all of them (e.g. the second of
+            two Ray collectors of 4 envs each uses 4).
         reward_aggregation, gamma: see :class:`ChunkedEnv`.
         device: output device.
 
@@ -377,7 +382,7 @@ def make_metaworld_env(
         device=device,
     )
     if num_workers == 1:
-        base: EnvBase = MetaWorldEnv(name, num_envs=num_envs, **kwargs)
+        base: EnvBase = MetaWorldEnv(name, num_envs=num_envs, worker_index_offset=worker_index_offset, **kwargs)
     else:
         if num_workers != num_envs:
             raise ValueError(
@@ -394,7 +399,7 @@ def make_metaworld_env(
         base = ParallelEnv(
             num_workers,
             functools.partial(MetaWorldEnv, name, num_envs=None, **kwargs),
-            create_env_kwargs=[{"worker_index_offset": i} for i in range(num_workers)],
+            create_env_kwargs=[{"worker_index_offset": worker_index_offset + i} for i in range(num_workers)],
             serial_for_single=True,
         )
     if chunk_size is None:
