@@ -72,6 +72,13 @@ class SeededCollector(Collector):
     def __repr__(self) -> str:  # Ray prefixes every log line of the actor with it
         return f"{type(self).__name__}(worker={self.worker_idx})"
 
+    def __bool__(self) -> bool:
+        # Ray tests ``if actor:`` when it stores an exception raised in a method; without this,
+        # Python falls back on ``Collector.__len__``, which is a float (inf) for an endless
+        # collector: Ray's error path then dies with "TypeError: 'float' object cannot be
+        # interpreted as an integer" and the actor is lost instead of the error reported.
+        return True
+
 
 def is_worker_failure(err: BaseException) -> bool:
     """``err`` says a Ray worker or node was lost (retry), not that our code raised."""

@@ -1,0 +1,22 @@
+"""Session fixtures shared by several test directories."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """Address of a local Ray head node (2 CPUs), started once and always stopped."""
+    from _ray import local_cluster
+
+    with local_cluster() as address:
+        yield address
+
+
+@pytest.fixture(scope="session")
+def ray_connected(ray_cluster):
+    """This test process connected to :func:`ray_cluster` (``ray.init(address=...)``)."""
+    from torchrl_chunk.distributed import init_ray
+
+    return init_ray(ray_cluster, log_to_driver=False)
