@@ -161,14 +161,14 @@ def main(cfg: DictConfig) -> None:
     cfg, run_dir = prepare_run(cfg)  # every setting checked before anything is written
     t0 = time.time()
     units = [(task, seed) for task in resolve_tasks(cfg) for seed in resolve_seeds(cfg)]
-    cfg_dict = OmegaConf.to_container(cfg, resolve=True)
+    cfg_dict = u.absolute_paths(OmegaConf.to_container(cfg, resolve=True))  # Ray workers run elsewhere
     if "ray" in (cfg.launcher, cfg.collector.backend, cfg.eval.backend):
         ray = u.ray_session(cfg)  # one cluster for this run: processes and Ray tasks join it
         cfg_dict["ray"]["address"] = ray.get_runtime_context().gcs_address
     if cfg.launcher == "ray":
-        results = run_on_ray(cfg, units, cfg_dict, run_dir)
+        results = run_on_ray(cfg, units, cfg_dict, Path(cfg_dict["run_dir"]))
     else:
-        results = map_shards(run_units, shard(units, int(cfg.parallel_tasks)), cfg_dict, str(run_dir))
+        results = map_shards(run_units, shard(units, int(cfg.parallel_tasks)), cfg_dict, cfg_dict["run_dir"])
     md = u.write_tables(run_dir, results)
     wall = time.time() - t0
     (run_dir / "wall_time.txt").write_text(f"{wall:.1f}\n")

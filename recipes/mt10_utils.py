@@ -153,6 +153,24 @@ class Job:
         return {"actor": self.actor, "critic": self.critic, "schedule": self.loss.schedule, "optim": self.optim}
 
 
+#: Settings that are paths: made absolute before jobs run in other processes or on other
+#: nodes (a Ray worker's working directory is not the driver's).
+PATH_SETTINGS = (("run_dir",), ("demos", "cache_dir"), ("model", "checkpoint"), ("model", "instructions"),
+                 ("model", "t5_path"))
+
+
+def absolute_paths(cfg_dict: dict) -> dict:
+    """``cfg_dict`` with the relative paths of :data:`PATH_SETTINGS` resolved against this directory."""
+    for keys in PATH_SETTINGS:
+        parent = cfg_dict
+        for k in keys[:-1]:
+            parent = parent.get(k) or {}
+        value = parent.get(keys[-1])
+        if isinstance(value, str) and value not in ("", "random"):
+            parent[keys[-1]] = str(Path(value).expanduser().resolve())
+    return cfg_dict
+
+
 def job_dir(run_dir: Path | str, algo: str, task: str, seed: int) -> Path:
     """``jobs/<algo>/<task>/seed_<k>/``; a run directory from before seeds keeps ``jobs/<algo>/<task>/``."""
     legacy = Path(run_dir) / "jobs" / algo / task

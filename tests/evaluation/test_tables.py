@@ -55,3 +55,16 @@ def test_build_table_from_job_results():
     assert md.splitlines()[2] == "|  | SFT | Ours | Ablation | SFT | Ours | Ablation | SFT | Ours | Ablation |"
     with pytest.raises(ValueError, match=r"result 1 lacks \['metrics'\]"):
         build_table([jobs[0], {"label": "Ours", "task": "push-v3"}])
+
+
+def test_build_table_averages_seeds():
+    def job(seed, succ, length):
+        return {"label": "Ours", "task": "push-v3", "seed": seed,
+                "metrics": {"success_rate": succ, "len_p10": length, "avg_shortest_10pct": length}}
+
+    table = build_table([job(1, 0.5, 40.0), job(2, 1.0, None), job(2, 0.9, 30.0), job(3, 0.7, 50.0)])
+    row = table["Ours"]["push-v3"]  # seed 2's later result wins, then the mean over seeds 1-3
+    assert row["seeds"] == 3 and row["success_rate"] == pytest.approx(0.7)
+    assert row["len_p10"] == pytest.approx(40.0)
+    row = build_table([job(1, 0.5, 40.0), job(2, 0.1, None)])["Ours"]["push-v3"]
+    assert row["avg_shortest_10pct"] is None  # as the Average row: missing if any seed's is

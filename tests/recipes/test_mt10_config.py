@@ -55,10 +55,23 @@ def test_presets_pass():
         ("+model.horizon=3", "model.horizon=3 but algorithm"),
         ("model.task_embed_dim=-1", "model.task_embed_dim must be >= 1, got -1"),
         ("model.hidden=[256,0]", "model.hidden must be a non-empty list of layer widths >= 1"),
+        ("seeds=[1,1]", "seeds must be null or a list of distinct integers >= 0"),
+        ("seeds=[-1]", "seeds must be null or a list of distinct integers >= 0"),
+        ("launcher=slurm", "launcher must be one of local, ray"),
+        ("collector.backend=ray collector.workers=3", "env.num_envs=4 to be a multiple of collector.workers=3"),
+        ("collector.backend=ray env.num_workers=4", "set env.num_workers=1 and scale with collector.workers"),
+        ("eval.workers=0", "eval.workers must be >= 1"),
     ],
 )
 def test_bad_settings_are_named(override, message):
-    assert message in error_of(override)
+    assert message in error_of(*override.split())
+
+
+def test_ray_backends_without_ray_name_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
+    msg = error_of("eval.backend=ray")
+    assert "eval.backend=ray: this needs Ray, which is not installed: pip install 'torchrl-chunk[ray]'" in msg
+    mt10_config.check_config(config())  # the local backends need no Ray
 
 
 def test_all_problems_are_reported_at_once():
