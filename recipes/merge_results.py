@@ -3,7 +3,9 @@
     python recipes/merge_results.py runs/mt10/A runs/mt10/B [--out merged]
     python recipes/merge_results.py runs/mt10/A runs/mt10/B=450k   # B's columns: "Ours (450k)"
 
-Each run directory holds jobs/<algo>/<task>/result.json (written by recipes/mt10.py).
+Each run directory holds jobs/<algo>/<task>/seed_<k>/result.json (written by recipes/mt10.py;
+jobs/<algo>/<task>/result.json in run directories from before seeds). Several seeds of a
+label and task are averaged (see torchrl_chunk.evaluation.build_table).
 Columns are the algorithms' labels, in Table I's order (SFT, SFT-100, PPO, Ours, then any
 others); when two runs have the same label, the later run directory wins for the tasks
 they share, unless a ``DIR=TAG`` argument tags one run's labels as ``"<label> (TAG)"``
@@ -27,9 +29,9 @@ def collect(run_dirs: list[Path | str]) -> dict[str, dict[str, dict]]:
     for arg in run_dirs:
         run_dir, _, tag = str(arg).partition("=")
         run_dir = Path(run_dir)
-        files = sorted(run_dir.glob("jobs/*/*/result.json"))
+        files = sorted([*run_dir.glob("jobs/*/*/result.json"), *run_dir.glob("jobs/*/*/seed_*/result.json")])
         if not files:
-            raise SystemExit(f"error: {run_dir} holds no jobs/<algo>/<task>/result.json; is it a finished run?")
+            raise SystemExit(f"error: {run_dir} holds no jobs/<algo>/<task>/seed_<k>/result.json; is it a finished run?")
         for f in files:
             r = json.loads(f.read_text())
             results.append({**r, "label": f"{r['label']} ({tag})" if tag else r["label"]})

@@ -147,7 +147,7 @@ def ray_job(cfg_dict: dict, algo: str, task: str, seed: int, run_dir: str) -> di
 
 def run_on_ray(cfg: DictConfig, units: list[tuple[str, int]], cfg_dict: dict, run_dir: Path) -> list[dict]:
     ray = u.ray_session(cfg)
-    job = ray.remote(num_cpus=1, max_retries=int(cfg.ray.max_retries))(ray_job)
+    job = ray.remote(num_cpus=1, num_gpus=float(cfg.ray.job_gpus), max_retries=int(cfg.ray.max_retries))(ray_job)
     futures = [job.remote(cfg_dict, algo, task, seed, str(run_dir)) for task, seed in units for algo in cfg.algo.names]
     results = ray.get(futures)
     errors = [r["error"] for r in results if "error" in r]

@@ -55,6 +55,7 @@ NUMERIC = {
     "eval.episodes": _int(1), "eval.eval_seed": _int(0), "eval.num_envs": _int(1), "eval.video_episodes": _int(0),
     "eval.workers": _int(1), "collector.workers": _int(1),
     "ray.num_cpus": _int(1, optional=True), "ray.max_retries": _int(0), "ray.collector_restarts": _int(0),
+    "ray.job_gpus": _num(0),
 }
 #: Numbers of the model presets, checked when the chosen model has them.
 MODEL_NUMERIC = {
@@ -137,6 +138,9 @@ def _check_combinations(cfg: DictConfig) -> list[str]:
         if cfg.env.num_workers != 1:
             errors.append("collector.backend=ray runs each collector's envs in its actor: set env.num_workers=1 and "
                           "scale with collector.workers")
+    if cfg.launcher == "ray" and cfg.device == "cuda" and not cfg.ray.job_gpus:
+        errors.append("launcher=ray with device=cuda needs ray.job_gpus > 0 (Ray hides the GPUs from tasks that "
+                      "ask for none), e.g. ray.job_gpus=1 or 0.25 to share one GPU between four jobs")
     uses_ray = [k for k in ("launcher", "collector.backend", "eval.backend") if OmegaConf.select(cfg, k) == "ray"]
     if uses_ray:
         try:

@@ -421,6 +421,9 @@ def plot_curve(result: dict, path: Path) -> None:
 def write_tables(run_dir: Path, results: list[dict]) -> str:
     table = evaluation.build_table(results, label_order=evaluation.TABLE_I_LABELS)
     md = evaluation.results_to_markdown(table)
+    seeds = sorted({r.get("seed") for r in results if r.get("seed") is not None})
+    if len(seeds) > 1:
+        md += f"\nEach cell: the mean over seeds {', '.join(map(str, seeds))} (jobs/<algo>/<task>/seed_<k>/).\n"
     (run_dir / "results.md").write_text(md)
     (run_dir / "results.csv").write_text(evaluation.results_to_csv(table))
     return md

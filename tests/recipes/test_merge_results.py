@@ -37,6 +37,17 @@ def test_merges_columns_from_two_runs(tmp_path, capsys):
     assert (tmp_path / "m" / "results.csv").read_text().splitlines()[1] == ",SFT,Ours,SFT,Ours,SFT,Ours"
 
 
+def test_seed_directories_are_found_and_averaged(tmp_path):
+    for seed, acc in ((1, 0.5), (2, 1.0)):
+        job = tmp_path / "r" / "jobs" / "ours" / "reach-v3" / f"seed_{seed}"
+        job.mkdir(parents=True)
+        metrics = {"success_rate": acc, "len_p10": 20.0 * seed, "avg_shortest_10pct": 20.0}
+        (job / "result.json").write_text(json.dumps({"label": "Ours", "task": "reach-v3", "seed": seed,
+                                                     "metrics": metrics}))
+    row = merge_results.collect([tmp_path / "r"])["Ours"]["reach-v3"]
+    assert row["seeds"] == 2 and row["success_rate"] == 0.75 and row["len_p10"] == 30.0
+
+
 def test_not_a_run_directory(tmp_path):
     with pytest.raises(SystemExit, match="no jobs"):
         merge_results.main([str(tmp_path)])

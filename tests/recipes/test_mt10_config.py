@@ -61,6 +61,7 @@ def test_presets_pass():
         ("collector.backend=ray collector.workers=3", "env.num_envs=4 to be a multiple of collector.workers=3"),
         ("collector.backend=ray env.num_workers=4", "set env.num_workers=1 and scale with collector.workers"),
         ("eval.workers=0", "eval.workers must be >= 1"),
+        ("ray.job_gpus=-1", "ray.job_gpus must be >= 0"),
     ],
 )
 def test_bad_settings_are_named(override, message):
@@ -97,3 +98,10 @@ def test_octo_instruction_table_must_hold_mt10_in_task_order(tmp_path):
     assert f"model.instructions={shuffled} does not hold MT10's 10 instructions in task order" in msg
     (tmp_path / "text.pt").write_text("not a table")
     assert "cannot be read" in error_of("model=octo_small", f"model.instructions={tmp_path / 'text.pt'}")
+
+
+def test_gpu_jobs_on_ray_must_ask_for_gpus(monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    msg = error_of("launcher=ray", "device=cuda")
+    assert "launcher=ray with device=cuda needs ray.job_gpus > 0" in msg
+    mt10_config.check_config(config("launcher=ray", "device=cuda", "ray.job_gpus=0.5"))
