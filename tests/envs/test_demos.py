@@ -60,6 +60,16 @@ def test_save_load_roundtrip(demos, tmp_path):
     assert ExpertDemos.load(demos.save(tmp_path / "m.pt")).lengths == demos.lengths
 
 
+def test_concurrent_writers_of_one_cache_file_do_not_collide(demos, tmp_path):
+    """Jobs of several algorithms may save the same demos at once (launcher=ray): each writes
+    its own temporary file (a fixed ``<name>.tmp`` was shared, and is here in the way)."""
+    path = tmp_path / "reach.pt"
+    (tmp_path / "reach.pt.tmp").mkdir()  # another writer's temporary file, as a fixed name had it
+    save_demos(demos, path)
+    assert load_demos(path).lengths == demos.lengths
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reach.pt", "reach.pt.tmp"]  # nothing left over
+
+
 def test_load_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="collect_expert_demos"):
         load_demos(tmp_path / "missing.pt")

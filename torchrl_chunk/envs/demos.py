@@ -25,6 +25,7 @@ batch whose ends are marked by ``("next", "done")``.
 from __future__ import annotations
 
 import os
+import uuid
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -213,9 +214,14 @@ def save_demos(demos: ExpertDemos, path: str | os.PathLike) -> Path:
         "metadata": dict(demos.metadata),
         "trajectories": [td.to_dict() for td in demos.trajectories],
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    # A name of its own per writer: jobs of several algorithms for one (task, seed) may
+    # collect the same demos at once (launcher=ray) and each replaces the file whole.
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 
