@@ -32,10 +32,21 @@ def collect(run_dirs: list[Path | str]) -> dict[str, dict[str, dict]]:
         files = sorted([*run_dir.glob("jobs/*/*/result.json"), *run_dir.glob("jobs/*/*/seed_*/result.json")])
         if not files:
             raise SystemExit(f"error: {run_dir} holds no jobs/<algo>/<task>/seed_<k>/result.json; is it a finished run?")
+        seed = _run_seed(run_dir)
         for f in files:
             r = json.loads(f.read_text())
+            r.setdefault("seed", seed)  # results from before seeds: the run's seed (a newer run replaces them)
             results.append({**r, "label": f"{r['label']} ({tag})" if tag else r["label"]})
     return build_table(results, label_order=TABLE_I_LABELS)
+
+
+def _run_seed(run_dir: Path) -> int | None:
+    try:
+        from omegaconf import OmegaConf
+
+        return int(OmegaConf.load(run_dir / "config.yaml").seed)
+    except Exception:  # noqa: BLE001 - no or an unreadable config.yaml: the seed is unknown
+        return None
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -31,6 +31,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+import mt10_jobs as jobs
 import mt10_utils as u
 from mt10_config import prepare_run, resolve_seeds, resolve_tasks
 from torchrl_chunk.experiment import CheckpointError, IterationLog, map_shards, shard
@@ -132,7 +133,7 @@ def post_train(cfg: DictConfig, job: u.Job, position: int, wall) -> None:
 def run_units(units: list[tuple[str, int]], cfg_dict: dict, run_dir: str, position: int) -> list[dict]:
     """Every algorithm on each (task, seed) unit, one after the other (one process)."""
     cfg = OmegaConf.create(cfg_dict)
-    return [run_job(u.job_config(cfg, seed), algo, task, u.job_dir(run_dir, algo, task, seed), position)
+    return [run_job(jobs.job_config(cfg, seed), algo, task, jobs.job_dir(run_dir, algo, task, seed), position)
             for task, seed in units for algo in cfg.algo.names]
 
 
@@ -143,16 +144,27 @@ def ray_job(cfg_dict: dict, algo: str, task: str, seed: int, run_dir: str) -> di
         return run_units([(task, seed)], {**cfg_dict, "algo": {**cfg_dict["algo"], "names": [algo]}}, run_dir, 0)[0]
     except SystemExit as err:  # a one-line stop message: a Ray task must not exit its worker
         return {"error": str(err)}
+    except Exception as err:  # noqa: BLE001 - any other failure: one line, the traceback in error.log
+        return {"error": u.stop_message(f"{algo} (seed {seed})", task, jobs.job_dir(run_dir, algo, task, seed), err)}
 
 
 def run_on_ray(cfg: DictConfig, units: list[tuple[str, int]], cfg_dict: dict, run_dir: Path) -> list[dict]:
-    ray = u.ray_session(cfg)
-    job = ray.remote(num_cpus=1, num_gpus=float(cfg.ray.job_gpus), max_retries=int(cfg.ray.max_retries))(ray_job)
-    futures = [job.remote(cfg_dict, algo, task, seed, str(run_dir)) for task, seed in units for algo in cfg.algo.names]
-    results = ray.get(futures)
-    errors = [r["error"] for r in results if "error" in r]
+    """Every job as a Ray task; all of them finish (or fail) before the errors are reported."""
+    ray = jobs.ray_session(cfg)
+    cpus = max(int(cfg.threads_per_process), int(cfg.env.num_workers) if cfg.collector.backend == "local" else 1)
+    job = ray.remote(num_cpus=cpus, num_gpus=float(cfg.ray.job_gpus), max_retries=int(cfg.ray.max_retries))(ray_job)
+    names = [(algo, task, seed) for task, seed in units for algo in cfg.algo.names]
+    futures = [job.remote(cfg_dict, algo, task, seed, str(run_dir)) for algo, task, seed in names]
+    results, errors = [], []
+    for (algo, task, seed), future in zip(names, futures):
+        try:
+            result = ray.get(future)
+        except Exception as err:  # noqa: BLE001 - e.g. its worker died more than ray.max_retries times
+            result = {"error": f"error: {algo}/{task} (seed {seed}): {' '.join(str(err).split())[:500]}"}
+        (errors if "error" in result else results).append(result.get("error", result))
     if errors:
-        raise SystemExit("\n".join(errors))
+        raise SystemExit("\n".join(errors) + f"\n{len(results)} of {len(names)} jobs finished; resume={run_dir} "
+                         "runs the others again from their checkpoints.")
     return results
 
 
@@ -161,9 +173,9 @@ def main(cfg: DictConfig) -> None:
     cfg, run_dir = prepare_run(cfg)  # every setting checked before anything is written
     t0 = time.time()
     units = [(task, seed) for task in resolve_tasks(cfg) for seed in resolve_seeds(cfg)]
-    cfg_dict = u.absolute_paths(OmegaConf.to_container(cfg, resolve=True))  # Ray workers run elsewhere
+    cfg_dict = jobs.absolute_paths(OmegaConf.to_container(cfg, resolve=True))  # Ray workers run elsewhere
     if "ray" in (cfg.launcher, cfg.collector.backend, cfg.eval.backend):
-        ray = u.ray_session(cfg)  # one cluster for this run: processes and Ray tasks join it
+        ray = jobs.ray_session(cfg)  # one cluster for this run: processes and Ray tasks join it
         cfg_dict["ray"]["address"] = ray.get_runtime_context().gcs_address
     if cfg.launcher == "ray":
         results = run_on_ray(cfg, units, cfg_dict, Path(cfg_dict["run_dir"]))

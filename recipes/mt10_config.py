@@ -105,9 +105,9 @@ def check_config(cfg: DictConfig) -> None:
         if value not in valid:
             errors.append(f"{key} must be one of {', '.join(valid)}, got {value!r}")
     seeds = cfg.get("seeds")
-    if seeds is not None and not (len(seeds) and all(isinstance(k, int) and not isinstance(k, bool) and k >= 0
+    if seeds is not None and not (OmegaConf.is_list(seeds) and len(seeds) and all(isinstance(k, int) and not isinstance(k, bool) and k >= 0
                                                       for k in seeds) and len(set(seeds)) == len(seeds)):
-        errors.append(f"seeds must be null or a list of distinct integers >= 0, got {list(seeds)}")
+        errors.append(f"seeds must be null or a list of distinct integers >= 0 (e.g. seeds=[1,2,3]), got {seeds}")
     unknown = [n for n in cfg.algo.names if n not in cfg.algorithms]
     if unknown:
         errors.append(f"unknown algorithm(s) {unknown} in algo.names; valid: {', '.join(cfg.algorithms)}")
@@ -154,7 +154,7 @@ def _check_combinations(cfg: DictConfig) -> list[str]:
             require_pyav()
         except ImportError as err:
             errors.append(f"eval.video_episodes={cfg.eval.video_episodes}: {err}")
-    if cfg.device == "cuda" and not torch.cuda.is_available():
+    if cfg.device == "cuda" and not torch.cuda.is_available() and cfg.launcher != "ray":  # jobs run on GPU nodes
         errors.append("device=cuda but no CUDA device is visible; use device=auto or cpu")
     if cfg.model.name == "octo_small" and cfg.model.instructions not in (None, "random"):
         errors += _check_instruction_table(Path(cfg.model.instructions))

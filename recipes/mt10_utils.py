@@ -29,11 +29,11 @@ from torchrl_chunk.objectives import ChunkClipPPOLoss, PPOBCLoss, SelfBCLoss
 from torchrl_chunk.schedules import Constant, TanhWarmup
 from torchrl_chunk.video import realtime_fps, write_mp4
 from mt10_config import learner_device
+from mt10_jobs import RESULT, ray_session
 from torchrl.collectors import Collector
 from torchrl.envs.utils import ExplorationType
 from torchrl.record.loggers import get_logger
 
-RESULT = "result.json"
 VIDEO = "eval.mp4"  # the first eval.video_episodes final-eval episodes (pixels only)
 
 
@@ -153,39 +153,6 @@ class Job:
         return {"actor": self.actor, "critic": self.critic, "schedule": self.loss.schedule, "optim": self.optim}
 
 
-#: Settings that are paths: made absolute before jobs run in other processes or on other
-#: nodes (a Ray worker's working directory is not the driver's).
-PATH_SETTINGS = (("run_dir",), ("demos", "cache_dir"), ("model", "checkpoint"), ("model", "instructions"),
-                 ("model", "t5_path"))
-
-
-def absolute_paths(cfg_dict: dict) -> dict:
-    """``cfg_dict`` with the relative paths of :data:`PATH_SETTINGS` resolved against this directory."""
-    for keys in PATH_SETTINGS:
-        parent = cfg_dict
-        for k in keys[:-1]:
-            parent = parent.get(k) or {}
-        value = parent.get(keys[-1])
-        if isinstance(value, str) and value not in ("", "random"):
-            parent[keys[-1]] = str(Path(value).expanduser().resolve())
-    return cfg_dict
-
-
-def job_dir(run_dir: Path | str, algo: str, task: str, seed: int) -> Path:
-    """``jobs/<algo>/<task>/seed_<k>/``; a run directory from before seeds keeps ``jobs/<algo>/<task>/``."""
-    legacy = Path(run_dir) / "jobs" / algo / task
-    if (legacy / "checkpoint").exists() or (legacy / RESULT).exists():
-        return legacy  # resume=<an older run dir> finds its checkpoints where they are
-    return legacy / f"seed_{seed}"
-
-
-def job_config(cfg: DictConfig, seed: int) -> DictConfig:
-    """The run's settings with ``seed`` set to this job's (everything a job draws derives from it)."""
-    job_cfg = cfg.copy()
-    job_cfg.seed = int(seed)
-    return job_cfg
-
-
 def make_job(cfg: DictConfig, algo: str, task: str, job_dir: Path) -> Job:
     """Build a job's parts in a fixed order (it fixes the random draws) and restore its checkpoint."""
     spec = cfg.algorithms[algo]
@@ -231,12 +198,6 @@ def make_job(cfg: DictConfig, algo: str, task: str, job_dir: Path) -> Job:
 def save_checkpoint(job: Job, wall_time_s: float) -> None:
     job.state["wall_time_s"] = wall_time_s
     _save_checkpoint(job.dir, job.state, job.modules, job.buffer if job.spec.bc else None)
-
-
-def ray_session(cfg: DictConfig):
-    """Join (or start) the Ray cluster of ``ray.address``; a no-op inside a Ray worker."""
-    here = Path(__file__).resolve().parent  # Ray workers import mt10_utils: recipes/ on their path
-    return distributed.init_ray(cfg.ray.address, num_cpus=cfg.ray.num_cpus, python_path=[str(here)])
 
 
 class LocalCollection:

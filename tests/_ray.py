@@ -1,46 +1,40 @@
-"""A real local Ray cluster for the tests: a head node started with ``ray start`` and
-stopped afterwards, also when a test fails (``ray_cluster`` fixture in conftest.py)."""
+"""A real local Ray cluster for the tests: a head node started by this test process with a
+fixed number of CPUs and no dashboard, stopped afterwards, also when a test fails
+(``ray_cluster`` fixture in conftest.py). Recipes run by the tests join it by address.
+
+The head is ``ray.init`` in this process rather than ``ray start``: ``ray stop`` would stop
+every Ray process on the machine, ``ray.shutdown()`` stops this instance only, and it dies
+with this process whatever happens."""
 
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
 from contextlib import contextmanager
-from pathlib import Path
 
-RAY = str(Path(sys.executable).parent / "ray")
 NUM_CPUS = 2
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager
 def local_cluster(num_cpus: int = NUM_CPUS):
-    """``ray start --head`` on 127.0.0.1 with ``num_cpus`` CPUs, no dashboard; yields its address."""
-    port = _free_port()
-    # Ray >= 2.52 turns on token authentication for `ray start`, while a driver only sends the
-    # token with RAY_AUTH_MODE=token; a test cluster on 127.0.0.1 goes without (docs/scaling.md
-    # has the settings for a real cluster). The recipes run by the tests inherit this.
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    cmd = [RAY, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", f"--num-cpus={num_cpus}",
-           "--include-dashboard=false", "--disable-usage-stats"]
-    try:
-        subprocess.run(cmd, check=True, env=env, capture_output=True, text=True, timeout=180)
-        yield f"127.0.0.1:{port}"
-    finally:
-        try:
-            import ray
+    """A Ray head node on this machine with ``num_cpus`` CPUs; yields its address."""
+    import ray
 
-            ray.shutdown()
+    # Ray >= 2.52 turns token authentication on for a new cluster, and a driver started
+    # later (a recipe run by a test) only sends the token with RAY_AUTH_MODE=token; a test
+    # cluster on this machine goes without (docs/scaling.md has the settings for a real one).
+    old = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    try:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+        try:
+            yield ray.get_runtime_context().gcs_address
         finally:
-            subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=180)
+            ray.shutdown()
+    finally:
+        if old is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = old
 
 
 def reach_controller(horizon: int = 4, gain: float = 10.0):

@@ -16,7 +16,8 @@ def ray_cluster():
 
 @pytest.fixture(scope="session")
 def ray_connected(ray_cluster):
-    """This test process connected to :func:`ray_cluster` (``ray.init(address=...)``)."""
-    from torchrl_chunk.distributed import init_ray
+    """``ray``, with this test process connected to :func:`ray_cluster` (its head)."""
+    import ray
 
-    return init_ray(ray_cluster, log_to_driver=False)
+    assert ray.is_initialized()
+    return ray

@@ -48,6 +48,17 @@ def test_seed_directories_are_found_and_averaged(tmp_path):
     assert row["seeds"] == 2 and row["success_rate"] == 0.75 and row["len_p10"] == 30.0
 
 
+def test_an_older_run_without_seeds_is_replaced_by_a_newer_one_of_its_seed(tmp_path):
+    write_result(tmp_path / "old", "ours", "Ours", "reach-v3", 0.5, 30.0)  # jobs/<algo>/<task>/, no "seed"
+    (tmp_path / "old" / "config.yaml").write_text("seed: 1\n")
+    job = tmp_path / "new" / "jobs" / "ours" / "reach-v3" / "seed_1"
+    job.mkdir(parents=True)
+    metrics = {"success_rate": 1.0, "len_p10": 20.0, "avg_shortest_10pct": 20.0}
+    (job / "result.json").write_text(json.dumps({"label": "Ours", "task": "reach-v3", "seed": 1, "metrics": metrics}))
+    row = merge_results.collect([tmp_path / "old", tmp_path / "new"])["Ours"]["reach-v3"]
+    assert row == metrics  # the later run wins for seed 1, as documented; not a mean of two "seeds"
+
+
 def test_not_a_run_directory(tmp_path):
     with pytest.raises(SystemExit, match="no jobs"):
         merge_results.main([str(tmp_path)])

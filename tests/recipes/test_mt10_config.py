@@ -57,6 +57,7 @@ def test_presets_pass():
         ("model.hidden=[256,0]", "model.hidden must be a non-empty list of layer widths >= 1"),
         ("seeds=[1,1]", "seeds must be null or a list of distinct integers >= 0"),
         ("seeds=[-1]", "seeds must be null or a list of distinct integers >= 0"),
+        ("seeds=3", "seeds must be null or a list of distinct integers >= 0 (e.g. seeds=[1,2,3]), got 3"),
         ("launcher=slurm", "launcher must be one of local, ray"),
         ("collector.backend=ray collector.workers=3", "env.num_envs=4 to be a multiple of collector.workers=3"),
         ("collector.backend=ray env.num_workers=4", "set env.num_workers=1 and scale with collector.workers"),

@@ -54,24 +54,3 @@ def test_stop_message_names_the_run_dir_from_a_seed_directory(tmp_path):
     (job / "checkpoint").mkdir(parents=True)
     torch.save({"iteration": 1}, job / "checkpoint" / "state.pt")
     assert f"resume={tmp_path / 'run'} goes on" in u.stop_message("ours", "reach-v3", job, ValueError("x"))
-
-
-def test_job_dirs_have_a_seed_level_and_older_run_dirs_keep_theirs(tmp_path):
-    assert u.job_dir(tmp_path, "ours", "push-v3", 3) == tmp_path / "jobs/ours/push-v3/seed_3"
-    legacy = tmp_path / "jobs/ours/reach-v3"
-    (legacy / "checkpoint").mkdir(parents=True)  # a run directory from before seeds
-    assert u.job_dir(tmp_path, "ours", "reach-v3", 1) == legacy  # its checkpoint is found on resume
-
-
-def test_job_config_sets_the_seed_and_demos_follow_it():
-    cfg = OmegaConf.create({"seed": 1, "demos": {"seed": None}})
-    job = u.job_config(cfg, 4)
-    assert job.seed == 4 and cfg.seed == 1  # the run's settings are not changed
-
-
-def test_paths_are_made_absolute_for_workers_elsewhere(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    cfg = u.absolute_paths({"run_dir": "run", "demos": {"cache_dir": "c"}, "model": {"instructions": "random",
-                                                                                    "checkpoint": None}})
-    assert cfg["run_dir"] == str(tmp_path / "run") and cfg["demos"]["cache_dir"] == str(tmp_path / "c")
-    assert cfg["model"] == {"instructions": "random", "checkpoint": None}

@@ -44,12 +44,9 @@ from torchrl.envs import EnvBase
 from torchrl.envs.utils import ExplorationType
 
 from torchrl_chunk.distributed.runtime import require_ray
-from torchrl_chunk.envs.metaworld.tasks import derive_seed
+from torchrl_chunk.envs.metaworld.tasks import EXPLORATION_STREAM, derive_seed
 
-__all__ = ["EXPLORATION_STREAM", "RayEpisodeCollector", "SeededCollector", "is_worker_failure"]
-
-#: ``derive_seed`` stream of a remote worker's exploration noise.
-EXPLORATION_STREAM = 3
+__all__ = ["RayEpisodeCollector", "SeededCollector", "is_worker_failure"]
 
 
 class SeededCollector(Collector):
@@ -118,7 +115,7 @@ class RayEpisodeCollector:
         exploration_type: TorchRL exploration type of the actors' policy.
         max_restarts: rebuilds after lost actors before giving up (per collector).
         num_threads: torch intra-op threads in each actor.
-        remote_config: ``ray.remote`` options of each actor (default: 1 CPU, 2 GiB).
+        remote_config: ``ray.remote`` options of each actor (default: 1 CPU).
         collector_kwargs: extra ``Collector`` arguments.
     """
 
@@ -149,7 +146,7 @@ class RayEpisodeCollector:
         self.exploration_type = exploration_type
         self.max_restarts = int(max_restarts)
         self.num_threads = int(num_threads)
-        self.remote_config = {"num_cpus": 1, "memory": 2 * 1024**3, **(remote_config or {})}
+        self.remote_config = {"num_cpus": 1, **(remote_config or {})}
         self.collector_kwargs = dict(collector_kwargs or {})
         self.restarts = 0
         #: bytes of the last batch's weights push (all workers) and of the batch received
@@ -157,11 +154,22 @@ class RayEpisodeCollector:
         self.bytes_received = 0
         self._collector = None
         self._batches = None
+        self._placement = None
 
     # ------------------------------------------------------------------ building
     def _build(self) -> None:
+        from ray.util.placement_group import placement_group
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
         from torchrl.collectors.distributed import RayCollector
 
+        ray = require_ray()
+        # All the actors' CPUs are reserved at once (a placement group): collectors of several
+        # jobs sharing a cluster never each hold part of what they need and wait for ever.
+        bundle = {"CPU": float(self.remote_config["num_cpus"])}
+        self._placement = placement_group([bundle] * self.num_workers, strategy="PACK")
+        ray.get(self._placement.ready())
+        remote_config = {**self.remote_config,
+                         "scheduling_strategy": PlacementGroupSchedulingStrategy(self._placement)}
         per = self.num_envs // self.num_workers
         makers = [functools.partial(self.make_env, num_envs=per, worker_index_offset=k * per)
                   for k in range(self.num_workers)]
@@ -172,7 +180,7 @@ class RayEpisodeCollector:
             makers, cpu_policy, collector_class=SeededCollector, collector_kwargs=kwargs,
             frames_per_batch=self.num_envs * self.decisions_per_env,
             total_frames=2**62,  # endless: RayCollector stops at once on total_frames=-1
-            sync=True, exploration_type=self.exploration_type, remote_configs=self.remote_config,
+            sync=True, exploration_type=self.exploration_type, remote_configs=remote_config,
             device="cpu", storing_device="cpu", env_device="cpu", policy_device="cpu",
         )
         self._batches = iter(self._collector)
@@ -194,6 +202,7 @@ class RayEpisodeCollector:
                 self._collector.map_fn("reset")
                 data = next(self._batches)
             except ray.exceptions.RayTaskError as err:  # raised by the env or the policy
+                self._discard()  # its iterator is finished: a later collect() starts afresh
                 raise _cause(err) from None
             except Exception as err:  # noqa: BLE001 - only lost workers are retried
                 # A lost actor surfaces as a Ray error, or as a broken weight-sync
@@ -236,20 +245,32 @@ class RayEpisodeCollector:
         ray = require_ray()
         if self._collector is None:
             return []
+        pings = [actor.__ray_call__.remote(_pid) for actor in self._collector.remote_collectors]
+        ready, _ = ray.wait(pings, num_returns=len(pings), timeout=30)
         lost = []
-        for k, actor in enumerate(self._collector.remote_collectors):
+        for k, ping in enumerate(pings):
             try:
-                ray.get(actor.__ray_call__.remote(_pid), timeout=30)
+                if ping not in ready:
+                    raise TimeoutError
+                ray.get(ping)
             except Exception:  # noqa: BLE001 - dead, unreachable or hung: all count as lost
                 lost.append(k)
         return lost
 
     def _discard(self) -> None:
         collector, self._collector, self._batches = self._collector, None, None
+        placement, self._placement = self._placement, None
         if collector is not None:
             try:
                 collector.shutdown()
             except Exception:  # noqa: BLE001 - the actors may be gone already
+                pass
+        if placement is not None:
+            from ray.util.placement_group import remove_placement_group
+
+            try:
+                remove_placement_group(placement)
+            except Exception:  # noqa: BLE001 - the cluster may be gone already
                 pass
 
     def shutdown(self) -> None:

@@ -51,13 +51,15 @@ def wave_shards(indices: Sequence[int], num_envs: int, num_shards: int) -> list[
 
 
 def _run_shard(policy, task, indices, batch, env_kwargs, num_threads, record_episodes) -> EpisodeResults:
-    torch.set_num_threads(int(num_threads))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(int(num_threads))  # the local evaluation's: the same float sums
     env = make_metaworld_env(task, num_envs=batch, mode="eval", **env_kwargs)
     try:
         return run_episodes(policy, task, indices, env=env, max_steps=env_kwargs["max_steps"],
                             record_episodes=record_episodes)
     finally:
         env.close()
+        torch.set_num_threads(threads)  # a collector actor's own setting is left as it was
 
 
 def _run_shard_on_actor(_actor, *args) -> EpisodeResults:  # through actor.__ray_call__
@@ -85,7 +87,7 @@ def evaluate_policy_ray(
     """:func:`~torchrl_chunk.evaluation.evaluate_policy` with the episodes on Ray workers.
 
     Takes the same keyword arguments (the first ``num_episodes`` fixed configurations)
-    plus ``num_workers`` (Ray tasks, 1 CPU each), ``num_threads`` (torch threads in each
+    plus ``num_workers`` (Ray tasks of ``num_threads`` CPUs each), ``num_threads`` (torch threads in each
     task; default: this process's, as the local evaluation uses), ``max_retries`` and
     ``actors`` (Ray actors to run the shards on, round-robin, instead of new tasks).
     ``policy`` is sent once through Ray's object store, on CPU. Returns the same dict.
@@ -113,7 +115,7 @@ def evaluate_policy_ray(
                 if not is_worker_failure(err):
                     raise
         if parts is None:
-            remote = ray.remote(num_cpus=1, max_retries=int(max_retries))(_run_shard)
+            remote = ray.remote(num_cpus=threads, max_retries=int(max_retries))(_run_shard)
             parts = ray.get([remote.remote(*a) for a in args])
     except ray.exceptions.RayTaskError as err:  # raised by the env or the policy: as itself
         cause = getattr(err, "cause", None)

@@ -21,6 +21,7 @@ import numpy as np
 
 __all__ = [
     "DEMO_STREAM",
+    "EXPLORATION_STREAM",
     "EVAL_SEED",
     "MT10_TASKS",
     "NUM_EVAL_CONFIGS",
@@ -72,6 +73,9 @@ NUM_EVAL_CONFIGS: int = 128
 TRAIN_STREAM = 0
 #: Seed-sequence stream tag of scripted-expert demonstration collection.
 DEMO_STREAM = 1
+#: Seed-sequence stream tag of a remote collector's exploration noise
+#: (:class:`torchrl_chunk.distributed.SeededCollector`).
+EXPLORATION_STREAM = 3
 
 
 def task_index(task: str | int) -> int:
