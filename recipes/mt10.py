@@ -177,10 +177,14 @@ def main(cfg: DictConfig) -> None:
     if "ray" in (cfg.launcher, cfg.collector.backend, cfg.eval.backend):
         ray = jobs.ray_session(cfg)  # one cluster for this run: processes and Ray tasks join it
         cfg_dict["ray"]["address"] = ray.get_runtime_context().gcs_address
-    if cfg.launcher == "ray":
-        results = run_on_ray(cfg, units, cfg_dict, Path(cfg_dict["run_dir"]))
-    else:
-        results = map_shards(run_units, shard(units, int(cfg.parallel_tasks)), cfg_dict, cfg_dict["run_dir"])
+    try:
+        if cfg.launcher == "ray":
+            results = run_on_ray(cfg, units, cfg_dict, Path(cfg_dict["run_dir"]))
+        else:
+            results = map_shards(run_units, shard(units, int(cfg.parallel_tasks)), cfg_dict, cfg_dict["run_dir"])
+    finally:
+        if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+            sys.modules["ray"].shutdown()  # a private instance stops now, not at interpreter exit
     md = u.write_tables(run_dir, results)
     wall = time.time() - t0
     (run_dir / "wall_time.txt").write_text(f"{wall:.1f}\n")
