@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 import mt10_jobs as jobs
 import mt10_utils as u
-from mt10_config import prepare_run, resolve_seeds, resolve_tasks
+from mt10_config import prepare_run, ray_settings, resolve_seeds, resolve_tasks
 from torchrl_chunk.experiment import CheckpointError, IterationLog, map_shards, shard
 from torchrl_chunk.keys import STEPS_EXECUTED_KEY
 
@@ -174,8 +174,8 @@ def main(cfg: DictConfig) -> None:
     t0 = time.time()
     units = [(task, seed) for task in resolve_tasks(cfg) for seed in resolve_seeds(cfg)]
     cfg_dict = jobs.absolute_paths(OmegaConf.to_container(cfg, resolve=True))  # Ray workers run elsewhere
-    if "ray" in (cfg.launcher, cfg.collector.backend, cfg.eval.backend):
-        ray = jobs.ray_session(cfg)  # one cluster for this run: processes and Ray tasks join it
+    ray = jobs.ray_session(cfg) if ray_settings(cfg) else None  # one cluster for the whole run
+    if ray is not None:  # the parallel_tasks processes and the Ray tasks join the same one
         cfg_dict["ray"]["address"] = ray.get_runtime_context().gcs_address
     try:
         if cfg.launcher == "ray":
@@ -183,8 +183,8 @@ def main(cfg: DictConfig) -> None:
         else:
             results = map_shards(run_units, shard(units, int(cfg.parallel_tasks)), cfg_dict, cfg_dict["run_dir"])
     finally:
-        if "ray" in sys.modules and sys.modules["ray"].is_initialized():
-            sys.modules["ray"].shutdown()  # a private instance stops now, not at interpreter exit
+        if ray is not None:
+            ray.shutdown()  # a private instance stops now, not at interpreter exit
     md = u.write_tables(run_dir, results)
     wall = time.time() - t0
     (run_dir / "wall_time.txt").write_text(f"{wall:.1f}\n")

@@ -141,14 +141,14 @@ def _check_combinations(cfg: DictConfig) -> list[str]:
     if cfg.launcher == "ray" and cfg.device == "cuda" and not cfg.ray.job_gpus:
         errors.append("launcher=ray with device=cuda needs ray.job_gpus > 0 (Ray hides the GPUs from tasks that "
                       "ask for none), e.g. ray.job_gpus=1 or 0.25 to share one GPU between four jobs")
-    uses_ray = [k for k in ("launcher", "collector.backend", "eval.backend") if OmegaConf.select(cfg, k) == "ray"]
+    uses_ray = ray_settings(cfg)
     if uses_ray:
         try:
             from torchrl_chunk.distributed import require_ray
 
             require_ray()
         except ImportError as err:
-            errors.append(f"{'='.join([uses_ray[0], 'ray'])}: {err}")
+            errors.append(f"{uses_ray[0]}=ray: {err}")
     if cfg.eval.video_episodes and cfg.env.from_pixels:
         try:
             require_pyav()
@@ -186,6 +186,11 @@ def resolve_tasks(cfg: DictConfig) -> list[str]:
     if unknown:
         raise SystemExit(f"error: unknown task(s) {unknown}; valid MT10 tasks: {', '.join(MT10_TASKS)}")
     return tasks
+
+
+def ray_settings(cfg: DictConfig) -> list[str]:
+    """The settings that put part of the run on Ray (``launcher``, ``collector.backend``, ``eval.backend``)."""
+    return [k for k in ("launcher", "collector.backend", "eval.backend") if OmegaConf.select(cfg, k) == "ray"]
 
 
 def resolve_seeds(cfg: DictConfig) -> list[int]:

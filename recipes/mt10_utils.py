@@ -203,7 +203,7 @@ def save_checkpoint(job: Job, wall_time_s: float) -> None:
 class LocalCollection:
     """TorchRL's ``Collector`` in this process: one batch of fresh episodes per ``collect(seed)``."""
 
-    bytes_sent = bytes_received = 0  # nothing crosses a network
+    bytes_sent = bytes_received = restarts = 0  # nothing crosses a network, nothing is rebuilt
 
     def __init__(self, collector: Collector) -> None:
         self.collector = collector
@@ -422,7 +422,7 @@ def log_iteration(job: Job, log, data, steps: int, bar, collector=None) -> dict[
         row.update(buffer.metrics(prefix="buffer/"))
     if collector is not None and collector.bytes_received:
         row.update({"collect/bytes_sent": collector.bytes_sent, "collect/bytes_received": collector.bytes_received,
-                    "collect/restarts": getattr(collector, "restarts", 0)})
+                    "collect/restarts": collector.restarts})
     last = state["history"][-1]
     if last["env_steps"] == state["env_steps"]:  # a quick evaluation ran this iteration
         row.update({"eval/success_rate": last["success_rate"], "eval/len_p10": last["len_p10"],

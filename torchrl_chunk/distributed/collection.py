@@ -92,7 +92,7 @@ def is_worker_failure(err: BaseException) -> bool:
     return isinstance(err, lost) and not isinstance(err, rex.RayTaskError)
 
 
-def _cause(err: BaseException) -> BaseException:
+def task_error_cause(err: BaseException) -> BaseException:
     """The exception raised inside a Ray task or actor, without Ray's wrapping."""
     cause = getattr(err, "cause", None)
     return cause if isinstance(cause, BaseException) else err
@@ -203,7 +203,7 @@ class RayEpisodeCollector:
                 data = next(self._batches)
             except ray.exceptions.RayTaskError as err:  # raised by the env or the policy
                 self._discard()  # its iterator is finished: a later collect() starts afresh
-                raise _cause(err) from None
+                raise task_error_cause(err) from None
             except Exception as err:  # noqa: BLE001 - only lost workers are retried
                 # A lost actor surfaces as a Ray error, or as a broken weight-sync
                 # connection (gloo: "Connection closed by peer"): ask the actors.

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from torchrl_chunk.distributed.collection import is_worker_failure
+from torchrl_chunk.distributed.collection import is_worker_failure, task_error_cause
 from torchrl_chunk.distributed.runtime import require_ray
 from torchrl_chunk.envs.metaworld import EVAL_SEED, NUM_EVAL_CONFIGS, make_metaworld_env, task_name
 from torchrl_chunk.evaluation.runner import EpisodeResults, merge_episodes, run_episodes
@@ -109,17 +109,14 @@ def evaluate_policy_ray(
             try:
                 parts = ray.get([actors[k % len(actors)].__ray_call__.remote(_run_shard_on_actor, *a)
                                  for k, a in enumerate(args)])
-            except ray.exceptions.RayTaskError:
-                raise
             except Exception as err:  # noqa: BLE001 - a lost actor: run the shards as tasks
-                if not is_worker_failure(err):
+                if not is_worker_failure(err):  # incl. a RayTaskError: raised below as itself
                     raise
         if parts is None:
             remote = ray.remote(num_cpus=threads, max_retries=int(max_retries))(_run_shard)
             parts = ray.get([remote.remote(*a) for a in args])
     except ray.exceptions.RayTaskError as err:  # raised by the env or the policy: as itself
-        cause = getattr(err, "cause", None)
-        raise (cause if isinstance(cause, BaseException) else err) from None
+        raise task_error_cause(err) from None
     episodes = merge_episodes(parts)
     out: dict = {"task": name, **episodes.metrics()}
     if return_episodes or record_episodes:
