@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import json
+import numbers
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal, Sequence
 
 import torch
-from tensordict import TensorDictBase
-from torchrl.data import LazyMemmapStorage, LazyTensorStorage, TensorDictReplayBuffer
-from torchrl.data.replay_buffers.samplers import Sampler
+from tensordict import TensorDict, TensorDictBase
+from torchrl.data import TensorDictReplayBuffer
 from torchrl.envs.transforms import ActionChunkTransform
 
 from torchrl_chunk.data.admission import MODES, REASONS, AdmissionReport, BufferMode, admit, plan_eviction
-from torchrl_chunk.data.trajectories import chunk_rows, length_and_success, non_finite_key, split_trajectories
+from torchrl_chunk.data.row_storage import BufferFootprint, GrowingTensorStorage, LiveRowSampler, footprint
+from torchrl_chunk.data.trajectories import (
+    chunk_rows, expert_trajectories, length_and_success, non_finite_key, split_trajectories)
 
 _META_FILE = "length_filtered_buffer.json"
-_META_VERSION = 2  # 1: "incomplete" counted under stats["rejected"]; no sampler RNG state
-_GENERATOR_FILE = "generator.pt"
+# 1: "incomplete" counted under stats["rejected"], no sampler RNG state; 1-2: TorchRL's dump of
+# all max_size storage rows under storage/; 3: the live rows only, ascending, under rows/.
+_META_VERSION = 3
+_ROWS_DIR = "rows"
 
 
 @dataclass
@@ -27,59 +32,6 @@ class _Trajectory:
     length: int  # env steps
     slots: list[int]  # storage rows
     expert: bool
-
-
-class _LiveRowSampler(Sampler):
-    """Uniform sampling over the storage rows that belong to live trajectories.
-
-    Evicting a trajectory frees rows in the middle of the storage; this sampler never
-    returns a freed row. Occupancy is a mask updated per admitted or evicted trajectory;
-    the sorted index of live rows is built from it at most once between two changes.
-    Its saved state is the generator's; occupancy comes from the buffer's table.
-    """
-
-    def __init__(self, max_size: int, generator: torch.Generator | None = None) -> None:
-        super().__init__()
-        self.occupied = torch.zeros(max_size, dtype=torch.bool)
-        self._live: torch.Tensor | None = None
-        self._gen = generator
-
-    def mark(self, slots: list[int] | slice, occupied: bool) -> None:
-        self.occupied[slots] = occupied
-        self._live = None
-
-    @property
-    def live(self) -> torch.Tensor:
-        """Storage rows of live trajectories, ascending."""
-        if self._live is None:
-            self._live = self.occupied.nonzero().flatten()
-        return self._live
-
-    def sample(self, storage, batch_size: int):
-        live = self.live
-        if live.numel() == 0:
-            raise RuntimeError("The demo buffer is empty: seed it with expert trajectories first.")
-        pick = torch.randint(live.numel(), (batch_size,), generator=self._gen)
-        return live[pick], {}
-
-    def _empty(self) -> None:
-        self.mark(slice(None), False)
-
-    def state_dict(self) -> dict:
-        return {"generator": self._gen.get_state()} if self._gen is not None else {}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        if self._gen is not None and "generator" in state_dict:
-            self._gen.set_state(state_dict["generator"])
-
-    def dumps(self, path) -> None:
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        torch.save(self.state_dict(), path / _GENERATOR_FILE)
-
-    def loads(self, path) -> None:  # buffers saved before version 2 hold no generator state
-        if (Path(path) / _GENERATOR_FILE).is_file():
-            self.load_state_dict(torch.load(Path(path) / _GENERATOR_FILE))
 
 
 class LengthFilteredReplayBuffer:
@@ -114,9 +66,14 @@ class LengthFilteredReplayBuffer:
     expert demo, one per decision of a chunked trajectory): ``"observation"`` entries,
     ``("vla_action", "chunk")`` ``[h, action_dim]`` (clipped to ``action_bounds``),
     ``"action_is_pad"`` ``[h]``, ``"traj_id"``, ``"is_expert"``; :meth:`sample` adds the
-    storage ``"index"``. Storage and sampling are a TorchRL
-    :class:`~torchrl.data.TensorDictReplayBuffer` (:attr:`replay_buffer`) whose sampler
-    draws uniformly among live rows.
+    storage ``"index"``. Each env step's observation is stored once (in the row of that step
+    or decision; ``("next", ...)`` entries are not stored) and keeps its dtype (uint8 images).
+    Storage and sampling are a TorchRL :class:`~torchrl.data.TensorDictReplayBuffer`
+    (:attr:`replay_buffer`) whose sampler draws uniformly among live rows.
+
+    **Footprint**: the storage grows with the rows held (within 2x, never more than
+    ``max_size``) and :meth:`dumps` writes the live rows only; :attr:`row_bytes` and
+    :meth:`footprint` say what ``max_size`` rows will cost in RAM and on disk.
 
     Args:
         expert_trajectories: the seed demos, a list of per-step trajectory TensorDicts
@@ -129,9 +86,10 @@ class LengthFilteredReplayBuffer:
         mode: ``"filtered"``, ``"static"`` or ``"unrestricted"``.
         max_size: capacity in rows.
         max_trajectories: optional capacity in trajectories.
-        storage: ``"memory"`` (``LazyTensorStorage``) or ``"memmap"``
-            (``LazyMemmapStorage`` under ``scratch_dir``).
-        scratch_dir: directory of the memmap storage.
+        storage: ``"memory"`` (rows in RAM) or ``"memmap"`` (memory-mapped files under
+            ``scratch_dir``); either allocates rows as they are stored, not ``max_size`` up
+            front (:class:`~torchrl_chunk.data.row_storage.GrowingTensorStorage`).
+        scratch_dir: directory of the memmap storage (one buffer per directory).
         batch_size: default sample size.
         action_bounds: ``(low, high)`` to clip chunk targets to, or ``None``.
         generator: a ``torch.Generator`` for reproducible sampling (saved by :meth:`dumps`).
@@ -163,15 +121,18 @@ class LengthFilteredReplayBuffer:
             raise ValueError(f"mode must be 'filtered', 'static' or 'unrestricted', got {mode!r}.")
         if horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {horizon}.")
-        if max_size < 1 or (max_trajectories is not None and max_trajectories < 1):
-            raise ValueError("max_size and max_trajectories must be >= 1.")
+        if isinstance(max_size, bool) or not isinstance(max_size, numbers.Integral) or max_size < 1:
+            raise ValueError(
+                f"max_size must be a whole number of rows >= 1 (one per BC sample), got {max_size!r}.")
+        max_size = int(max_size)  # e.g. a numpy integer
+        if max_trajectories is not None and max_trajectories < 1:
+            raise ValueError(f"max_trajectories must be >= 1 or None, got {max_trajectories!r}.")
         if length_limit is not None and length_limit < 1:
             raise ValueError(f"length_limit must be >= 1 env step, got {length_limit}.")
         if storage not in ("memory", "memmap"):
             raise ValueError(f"storage must be 'memory' or 'memmap', got {storage!r}.")
-        store = LazyTensorStorage(max_size) if storage == "memory" else LazyMemmapStorage(
-            max_size, scratch_dir=scratch_dir, existsok=True)
-        self._sampler = _LiveRowSampler(max_size, generator)
+        store = GrowingTensorStorage(max_size, memmap=storage == "memmap", scratch_dir=scratch_dir)
+        self._sampler = LiveRowSampler(max_size, generator)
         self.replay_buffer = TensorDictReplayBuffer(
             storage=store, sampler=self._sampler, batch_size=batch_size)
         self.horizon = horizon
@@ -189,32 +150,7 @@ class LengthFilteredReplayBuffer:
         self._seed(expert_trajectories, length_limit)
 
     def _seed(self, data, length_limit: int | None) -> None:
-        experts, lengths = [], []
-        for i, traj in enumerate(split_trajectories(data)):
-            if traj is None:
-                raise ValueError(
-                    "An expert trajectory has no done flag at its end: expert demos must "
-                    "be complete trajectories."
-                )
-            length, success = length_and_success(traj, self.horizon)
-            if not success:
-                raise ValueError(
-                    f"Expert demo {i} did not succeed (no True in ('next', 'success')): "
-                    "seed the buffer with successful demonstrations only."
-                )
-            bad = non_finite_key(traj)
-            if bad is not None:
-                raise ValueError(
-                    f"Expert demo {i} has NaN or inf in {bad!r}: drop or repair that demo "
-                    "before seeding the buffer (it never stores non-finite values)."
-                )
-            experts.append(traj)
-            lengths.append(length)
-        if not experts:
-            raise ValueError(
-                "LengthFilteredReplayBuffer needs at least one expert trajectory to seed it "
-                "(e.g. torchrl_chunk.envs.collect_expert_demos(...).trajectories)."
-            )
+        experts, lengths = expert_trajectories(data, self.horizon)
         rows = sum(t.shape[0] for t in experts)
         if rows > self.max_size or len(experts) > (self.max_trajectories or len(experts)):
             raise ValueError(
@@ -290,12 +226,38 @@ class LengthFilteredReplayBuffer:
         out.update({f"rejected_{why}": s.rejected.get(why, 0) for why in REASONS})
         return {prefix + k: v for k, v in out.items()}
 
+    @property
+    def row_bytes(self) -> int:
+        """Bytes of one stored row (known once the expert demos seeded the buffer)."""
+        return self.replay_buffer.storage.row_bytes
+
+    @property
+    def allocated_bytes(self) -> int:
+        """Bytes the storage holds now (RAM, or scratch files with ``storage="memmap"``)."""
+        return self.replay_buffer.storage.allocated_bytes
+
+    def footprint(self, rows: int | None = None) -> BufferFootprint:
+        """Peak RAM and disk of this buffer once it holds ``rows`` rows (default ``max_size``).
+
+        For the recipe to print at start and to check (``check_capacity``) before training.
+        """
+        storage = "memory" if self.replay_buffer.storage.scratch_dir is None else "memmap"
+        return footprint(self.max_size if rows is None else rows, self.row_bytes, self.max_size, storage)
+
     # -- persistence ------------------------------------------------------------------
     def dumps(self, path: str | Path) -> None:
-        """Save storage, sampler generator state and the trajectory table under ``path``."""
+        """Save the live rows, the sampler's generator state and the trajectory table.
+
+        Only live rows are written (``rows/``, ascending storage row), so a dump's size
+        follows :func:`len`, not ``max_size``. :meth:`loads` puts each row back at its
+        storage row, so sampling, the ``"index"`` of samples and later admissions and
+        evictions continue exactly as without the round trip.
+        """
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        self.replay_buffer.dumps(path)
+        shutil.rmtree(path / _ROWS_DIR, ignore_errors=True)
+        self.replay_buffer.storage.dump_rows(path / _ROWS_DIR, self._sampler.live)
+        self._sampler.dumps(path / "sampler")
         meta = {
             "version": _META_VERSION,
             "horizon": self.horizon,
@@ -315,7 +277,11 @@ class LengthFilteredReplayBuffer:
         tmp.replace(path / _META_FILE)  # the table is written last, atomically
 
     def loads(self, path: str | Path) -> None:
-        """Restore a buffer saved with :meth:`dumps` (same ``horizon`` and capacity)."""
+        """Restore a buffer saved with :meth:`dumps` (same ``horizon``, ``max_size`` and row layout).
+
+        Reads every format so far (1-2: TorchRL's dump of all ``max_size`` rows). The
+        batch size given to the constructor is kept.
+        """
         path = Path(path)
         meta_file = path / _META_FILE
         if not meta_file.is_file():
@@ -338,7 +304,20 @@ class LengthFilteredReplayBuffer:
                 f"Saved buffer has horizon={meta['horizon']}, max_size={meta['max_size']}; this "
                 f"one has horizon={self.horizon}, max_size={self.max_size}. Build it with the same."
             )
-        self.replay_buffer.loads(path)
+        live = torch.tensor(sorted(s for t in meta["trajectories"] for s in t["slots"]), dtype=torch.long)
+        storage = self.replay_buffer.storage
+        if version < 3:  # rows at their storage row among all max_size rows
+            storage.load_rows(TensorDict.load_memmap(path / "storage"), live, src_index=live)
+        else:
+            rows = TensorDict.load_memmap(path / _ROWS_DIR)
+            if rows.shape[0] != live.numel():
+                raise ValueError(
+                    f"{path / _ROWS_DIR} holds {rows.shape[0]} rows, its table {live.numel()}; "
+                    "the dump is damaged: restore it from a backup."
+                )
+            storage.load_rows(rows, live)
+        storage.reserve(max(meta["next_slot"], 1))  # the allocation it had when saved
+        self._sampler.loads(path / "sampler")
         stats = dict(meta["stats"])
         if version == 1:  # "incomplete" was a rejection reason
             stats["rejected"] = dict(stats["rejected"])

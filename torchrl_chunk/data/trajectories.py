@@ -70,6 +70,43 @@ def split_trajectories(
             yield None
 
 
+def expert_trajectories(
+    data: Sequence[TensorDictBase] | TensorDictBase, horizon: int
+) -> tuple[list[TensorDictBase], list[int]]:
+    """The expert demos in ``data`` and their lengths; raises naming the first unusable demo.
+
+    Each demo must end with a done flag, succeed and be finite (the buffer never stores
+    non-finite values), and there must be at least one.
+    """
+    experts, lengths = [], []
+    for i, traj in enumerate(split_trajectories(data)):
+        if traj is None:
+            raise ValueError(
+                "An expert trajectory has no done flag at its end: expert demos must "
+                "be complete trajectories."
+            )
+        length, success = length_and_success(traj, horizon)
+        if not success:
+            raise ValueError(
+                f"Expert demo {i} did not succeed (no True in ('next', 'success')): "
+                "seed the buffer with successful demonstrations only."
+            )
+        bad = non_finite_key(traj)
+        if bad is not None:
+            raise ValueError(
+                f"Expert demo {i} has NaN or inf in {bad!r}: drop or repair that demo "
+                "before seeding the buffer (it never stores non-finite values)."
+            )
+        experts.append(traj)
+        lengths.append(length)
+    if not experts:
+        raise ValueError(
+            "LengthFilteredReplayBuffer needs at least one expert trajectory to seed it "
+            "(e.g. torchrl_chunk.envs.collect_expert_demos(...).trajectories)."
+        )
+    return experts, lengths
+
+
 def is_chunked(traj: TensorDictBase, horizon: int) -> bool:
     """Whether ``traj`` holds chunks ``[T, h, action_dim]`` (else per-step actions)."""
     action = get_entry(traj, ACTION_KEY)
@@ -160,4 +197,4 @@ def chunk_rows(
     return rows
 
 
-__all__ = ["chunk_rows", "length_and_success", "non_finite_key", "split_trajectories"]
+__all__ = ["chunk_rows", "expert_trajectories", "length_and_success", "non_finite_key", "split_trajectories"]
