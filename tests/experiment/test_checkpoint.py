@@ -166,3 +166,32 @@ def test_foreign_or_old_layout_checkpoints_are_refused_not_overwritten(tmp_path)
     with pytest.raises(CheckpointError, match="layout of an earlier version"):
         load_checkpoint(tmp_path / "b", {"actor": torch.nn.Linear(2, 2)}, None)
     assert (tmp_path / "b" / "checkpoint.pt").read_bytes() == b"old"
+
+
+# -- issue 9: check before training that RAM and disk can hold the job ---------------------
+def test_check_capacity_names_the_shortfall_and_the_fix(tmp_path, monkeypatch):
+    from torchrl_chunk.experiment.checkpoint import CapacityError, check_capacity
+
+    GB = 10**9
+    monkeypatch.setattr(ckpt_mod, "_mem_available", lambda: 3 * GB)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(100 * GB, 95 * GB, 5 * GB))
+    check_capacity(2 * GB, 4 * GB, tmp_path / "not" / "yet")  # a job directory not created yet
+    with pytest.raises(CapacityError, match=r"^4.00 GB of RAM needed, 3.00 GB available \(MemAvailable\): "
+                       r"lower buffer.max_size or use buffer.storage=memmap.$"):
+        check_capacity(4 * GB, 0, tmp_path)
+    with pytest.raises(CapacityError, match=r"^6.00 GB of disk needed under .*job, 5.00 GB free: free disk "
+                       r"space there, use another run directory or lower buffer.max_size.$"):
+        check_capacity(0, 6 * GB, tmp_path / "job")
+
+
+def test_check_capacity_reads_this_machine(tmp_path, monkeypatch):
+    from torchrl_chunk.experiment.checkpoint import CapacityError, check_capacity
+
+    available = ckpt_mod._mem_available()
+    assert available is None or available > 0
+    check_capacity(0, 0, tmp_path)
+    with pytest.raises(CapacityError, match="of disk needed"):
+        check_capacity(0, shutil.disk_usage(tmp_path).free + 10**12, tmp_path)
+    monkeypatch.setattr(ckpt_mod, "Path", lambda p: Path(tmp_path / "no_meminfo") if p == "/proc/meminfo" else Path(p))
+    assert ckpt_mod._mem_available() is None  # no /proc/meminfo: the RAM check is skipped
+    check_capacity(10**15, 0, tmp_path)

@@ -8,6 +8,10 @@ checkpoint/``, and deletes ``checkpoint.old/``. A kill at any point of that (SIG
 disk, a pre-empted node) leaves one complete checkpoint that :func:`recover_checkpoint` finds:
 ``checkpoint/`` if it exists, otherwise ``checkpoint.old/``.
 
+:func:`check_capacity` checks before training that the machine can hold what a job will
+need (e.g. the demo buffer's ``footprint``), so a run fails at its start in one line rather
+than hours later with a full disk or the OOM killer.
+
 Why hand-written: TorchRL's ``Trainer`` checkpoints a single file and its replay buffers dump a
 directory each, with no atomic swap of the two; a torn pair (weights of iteration k with the
 buffer of iteration k-1) would resume silently on the wrong data.
@@ -38,6 +42,51 @@ class Dumpable(Protocol):
     def dumps(self, path: str | Path) -> Any: ...
 
     def loads(self, path: str | Path) -> Any: ...
+
+
+class CapacityError(RuntimeError):
+    """The machine cannot hold what a job needs; the message names the shortfall and the fix."""
+
+
+def _mem_available() -> int | None:
+    """``MemAvailable`` of ``/proc/meminfo`` in bytes; ``None`` where there is none (not Linux)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024  # the kernel writes kB
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.2f} GB"
+
+
+def check_capacity(ram_bytes: int, disk_bytes: int, path: str | Path) -> None:
+    """Raise :class:`CapacityError` unless RAM and the disk holding ``path`` can take the bytes.
+
+    ``ram_bytes`` is compared with ``MemAvailable`` (skipped where ``/proc/meminfo`` does
+    not exist), ``disk_bytes`` with the free space of the file system of ``path`` (or of its
+    nearest existing parent, so a job directory not created yet works). Pass the sums of
+    every job that runs at once on this machine, e.g. from the demo buffer's
+    :meth:`~torchrl_chunk.data.LengthFilteredReplayBuffer.footprint` (``ram_bytes``,
+    ``disk_bytes``).
+    """
+    available = _mem_available()
+    if available is not None and ram_bytes > available:
+        raise CapacityError(
+            f"{_gb(ram_bytes)} of RAM needed, {_gb(available)} available (MemAvailable): lower "
+            "buffer.max_size or use buffer.storage=memmap."
+        )
+    path = Path(path).absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    free = shutil.disk_usage(existing).free
+    if disk_bytes > free:
+        raise CapacityError(
+            f"{_gb(disk_bytes)} of disk needed under {path}, {_gb(free)} free: free disk space "
+            "there, use another run directory or lower buffer.max_size."
+        )
 
 
 def checkpoint_dirs(job_dir: Path) -> tuple[Path, Path, Path]:
