@@ -1,6 +1,7 @@
 """Environments for action-chunked PPO on MetaWorld MT10 (paper Section III.A).
 
 * :class:`ChunkedEnv`: execute an action chunk ``[*B, h, action_dim]`` as one macro-step.
+* :class:`WorkerPoolEnv`: ``N`` envs over ``W`` worker processes as one env of batch ``[N]``.
 * :mod:`torchrl_chunk.envs.metaworld`: :data:`MT10_TASKS`, :data:`TASK_INSTRUCTIONS`,
   :func:`make_metaworld_env`, :class:`MetaWorldEnv`, :func:`make_eval_configs`,
   :class:`NonFiniteObservationError`: MetaWorld MT10 single-task envs.
@@ -33,6 +34,7 @@ from torchrl_chunk.envs.metaworld import (
     task_index,
     task_name,
 )
+from torchrl_chunk.envs.workers import WorkerError, WorkerPoolEnv, split_envs
 
 __all__ = [
     "CAMERA",
@@ -46,12 +48,15 @@ __all__ = [
     "NonFiniteObservationError",
     "RewardAggregation",
     "TASK_INSTRUCTIONS",
+    "WorkerError",
+    "WorkerPoolEnv",
     "collect_expert_demos",
     "derive_seed",
     "load_demos",
     "make_eval_configs",
     "make_metaworld_env",
     "save_demos",
+    "split_envs",
     "task_index",
     "task_name",
 ]

@@ -90,6 +90,7 @@ def run_episodes(
     image_size: int = 128,
     env=None,
     record_episodes: int = 0,
+    num_workers: int = 1,
 ) -> EpisodeResults:
     """Run ``policy`` on the given fixed evaluation configurations of ``task``.
 
@@ -108,6 +109,11 @@ def run_episodes(
     (those of them in ``episode_indices``) in :attr:`EpisodeResults.frames` (pixel envs
     only; it does not change any result). Splits merged with :func:`merge_episodes`
     therefore hold the same frames as one call.
+
+    ``num_workers > 1`` steps (and renders) the wave's ``num_envs`` envs in that many
+    worker processes (:class:`~torchrl_chunk.envs.WorkerPoolEnv`); the policy still sees
+    one batch of ``num_envs``, so every episode ends exactly as in one process. Memory
+    stays bounded: one wave's rollout at a time, frames only for ``record_episodes``.
     """
     name = task_name(task)
     indices = np.asarray(list(episode_indices), dtype=np.int64)
@@ -133,6 +139,7 @@ def run_episodes(
             mode="eval",
             num_eval_configs=num_eval_configs,
             eval_seed=eval_seed,
+            num_workers=min(int(num_workers), num_envs, indices.size),
         )
     try:
         if record_episodes and IMAGE_KEY not in env.observation_spec.keys(True, True):
@@ -221,6 +228,8 @@ def evaluate_policy(
     image_size: int = 128,
     return_episodes: bool = False,
     record_episodes: int = 0,
+    num_workers: int = 1,
+    env=None,
 ) -> dict:
     """Evaluate ``policy`` on one task with the paper's protocol; returns the metrics dict.
 
@@ -243,6 +252,10 @@ def evaluate_policy(
         record_episodes: keep the camera frames of the first that many episodes
             (``from_pixels=True``) in ``out["episodes"].frames``; write them with
             :func:`torchrl_chunk.video.write_mp4`. Implies ``return_episodes``.
+        num_workers: worker processes stepping and rendering the ``num_envs`` envs
+            (the same numbers as ``1``; see :func:`run_episodes`).
+        env: an env built with ``make_metaworld_env(mode="eval", ...)`` to reuse (e.g. a
+            worker pool kept for a run's evaluations); its batch is the wave size.
 
     Returns:
         ``{"task", "success_rate", "len_p10", "avg_shortest_10pct", "num_episodes",
@@ -270,6 +283,8 @@ def evaluate_policy(
         from_pixels=from_pixels,
         image_size=image_size,
         record_episodes=record_episodes,
+        num_workers=num_workers,
+        env=env,
     )
     out: dict = {"task": episodes.task, **episodes.metrics()}
     if return_episodes or record_episodes:

@@ -8,8 +8,9 @@ module provides
   of one task stepped sequentially in one process, as one batch-locked TorchRL env of
   batch ``[N]`` that honours ``"_step"`` (fastest on few cores for state observations:
   one batched policy forward per decision, no inter-process traffic);
-* :func:`make_metaworld_env`: the factory (optional ``ParallelEnv`` workers for pixels,
-  chunking through :class:`~torchrl_chunk.envs.ChunkedEnv`);
+* :func:`make_metaworld_env`: the factory (chunking through
+  :class:`~torchrl_chunk.envs.ChunkedEnv`; optional worker processes for pixels through
+  :class:`~torchrl_chunk.envs.WorkerPoolEnv`);
 * NaN or inf from the simulator raises
   :class:`~torchrl_chunk.envs.metaworld.errors.NonFiniteObservationError`, from the
   policy :class:`~torchrl_chunk.envs.metaworld.errors.NonFiniteActionError`.
@@ -39,10 +40,11 @@ import numpy as np
 import torch
 from tensordict import NonTensorData, TensorDict, TensorDictBase
 from torchrl.data import Bounded, Categorical, Composite, NonTensor, Unbounded
-from torchrl.envs import EnvBase, ParallelEnv
+from torchrl.envs import EnvBase
 
 from torchrl_chunk import gl
 from torchrl_chunk.envs.chunked import ChunkedEnv, RewardAggregation
+from torchrl_chunk.envs.workers import WorkerPoolEnv
 from torchrl_chunk.envs.metaworld.errors import NonFiniteActionError, NonFiniteObservationError
 from torchrl_chunk.envs.metaworld.simulator import ACTION_DIM, STATE_DIM, TaskSim
 from torchrl_chunk.envs.metaworld.tasks import (
@@ -75,8 +77,7 @@ class MetaWorldEnv(EnvBase):
         task: an MT10 task name (see :data:`MT10_TASKS`) or its index.
 
     Keyword Args:
-        num_envs: number of sub-envs; ``None`` gives an unbatched env (batch ``[]``),
-            e.g. one per ``ParallelEnv`` worker.
+        num_envs: number of sub-envs; ``None`` gives an unbatched env (batch ``[]``).
         seed: base seed; sub-env ``i`` is seeded with
             ``derive_seed(seed, worker_index_offset + i)``.
         max_steps: episode cap in env steps (truncation, bootstrapped). Default 200.
@@ -334,6 +335,7 @@ def make_metaworld_env(
     include_instruction: bool = False,
     num_workers: int = 1,
     worker_index_offset: int = 0,
+    start_method: str = "spawn",
     reward_aggregation: RewardAggregation = "sum",
     gamma: float | None = None,
     device: torch.device | str = "cpu",
@@ -354,9 +356,12 @@ def make_metaworld_env(
         mode: ``"train"`` (fresh configuration per reset) or ``"eval"`` (fixed list).
         num_eval_configs, eval_seed: the fixed evaluation configurations.
         include_instruction: add the non-tensor ``"language_instruction"``.
-        num_workers: ``1`` (default) steps the ``N`` envs sequentially in this process.
-            ``num_workers == num_envs > 1`` runs one env per ``ParallelEnv`` worker
-            process (worth it with pixels: rendering dominates). Train mode only.
+        num_workers: ``1`` (default) steps the ``N`` envs sequentially in this process;
+            ``W > 1`` splits them over ``W`` worker processes (:class:`WorkerPoolEnv`,
+            ``N / W`` envs each, chunks executed in the workers, batch still ``[N]``,
+            the same numbers as one process). Worth it with pixels: rendering is per
+            core. Any ``1 <= W <= N``; train and eval mode.
+        start_method: how workers start, ``"spawn"`` or ``"forkserver"``.
         worker_index_offset: index of the first sub-env in a larger batch split over
             processes or machines: sub-env ``i`` is seeded as sub-env
             ``worker_index_offset + i`` of one env with all of them (e.g. the second of
@@ -381,27 +386,21 @@ def make_metaworld_env(
         include_instruction=include_instruction,
         device=device,
     )
-    if num_workers == 1:
-        base: EnvBase = MetaWorldEnv(name, num_envs=num_envs, worker_index_offset=worker_index_offset, **kwargs)
-    else:
-        if num_workers != num_envs:
+    if num_workers > 1:  # W processes x N/W envs each, chunks executed in the workers
+        if torch.device(device).type != "cpu":
             raise ValueError(
-                f"num_workers={num_workers} must equal num_envs={num_envs} (one env per "
-                "worker process keeps the batch flat); use num_workers=1 to step several "
-                "envs sequentially in one process."
+                f"num_workers={num_workers} keeps the envs on CPU (device={device} was asked): "
+                "move the policy's inputs to its device instead (the collector's policy_device)."
             )
-        if mode != "train":
-            raise ValueError(
-                "mode='eval' runs in one process (fixed configurations are chosen through "
-                "the reset tensordict); split the episode indices over processes instead "
-                "(torchrl_chunk.evaluation.evaluate_policy(episode_indices=...))."
-            )
-        base = ParallelEnv(
-            num_workers,
-            functools.partial(MetaWorldEnv, name, num_envs=None, **kwargs),
-            create_env_kwargs=[{"worker_index_offset": worker_index_offset + i} for i in range(num_workers)],
-            serial_for_single=True,
+        inner = functools.partial(
+            make_metaworld_env, name, chunk_size=chunk_size, num_workers=1,
+            reward_aggregation=reward_aggregation, gamma=gamma, **kwargs,
         )
+        pool = WorkerPoolEnv(
+            inner, num_envs, num_workers, offset=worker_index_offset, start_method=start_method
+        )
+        return pool
+    base: EnvBase = MetaWorldEnv(name, num_envs=num_envs, worker_index_offset=worker_index_offset, **kwargs)
     if chunk_size is None:
         return base
     return ChunkedEnv(base, chunk_size, reward_aggregation=reward_aggregation, gamma=gamma)

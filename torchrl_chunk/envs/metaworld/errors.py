@@ -1,7 +1,7 @@
 """Errors of the MetaWorld env that a training loop may catch (and add its checkpoint to).
 
 Both are ``ValueError`` subclasses with one-line messages, and pickle with their
-attributes (they cross ``ParallelEnv`` worker pipes).
+attributes (they cross :class:`~torchrl_chunk.envs.WorkerPoolEnv` worker pipes).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ class NonFiniteObservationError(ValueError):
             "learning rate or check the actions the policy sends."
         )
 
-    def __reduce__(self):  # keep the attributes across ParallelEnv worker processes
+    def __reduce__(self):  # keep the attributes across worker processes
         return type(self), (self.task, self.env_index, self.key)
 
 

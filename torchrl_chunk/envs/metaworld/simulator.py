@@ -33,6 +33,9 @@ CAMERA: dict[str, Any] = {
     "elevation": -25.0,
 }
 
+#: Multisample anti-aliasing samples of the offscreen renderer (0: off; see ``_make_renderer``).
+RENDER_SAMPLES = 0
+
 _LIVE_RENDERING_SIMS: weakref.WeakSet = weakref.WeakSet()
 _ATEXIT_REGISTERED = False
 
@@ -131,6 +134,10 @@ class TaskSim:
         vis = self.raw.model.vis.global_
         vis.offwidth = max(int(vis.offwidth), size)
         vis.offheight = max(int(vis.offheight), size)
+        # No multisample anti-aliasing (MetaWorld's models ask for 4 samples): on a software
+        # rasteriser (Mesa llvmpipe) a 128 px frame takes 8 ms instead of 14 ms, and the
+        # frames differ by less than 0.1 grey level on average.
+        self.raw.model.vis.quality.offsamples = RENDER_SAMPLES
         try:
             renderer = mujoco.Renderer(self.raw.model, size, size)
         except Exception as err:  # noqa: BLE001  (GL errors come in many types)
