@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -219,6 +220,20 @@ def test_memmap_scratch_files_go_with_the_buffer(tmp_path):
     del buf
     gc.collect()
     assert [p.name for p in scratch.iterdir()] == ["mine.txt"]
+
+
+def test_a_forked_worker_does_not_delete_the_scratch_files(tmp_path):
+    """A worker forked after the buffer was built (e.g. a ParallelEnv) holds a copy of it."""
+    buf = make("memmap", tmp_path)
+    pid = os.fork()
+    if pid == 0:  # the worker drops its copy
+        try:
+            buf.replay_buffer.storage._finalizer()
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert (tmp_path / "scratch" / "rows_13").is_dir()
+    assert (buf.sample()["observation", "state"] >= 100).all()
 
 
 @pytest.mark.parametrize("bad", [2e5, 0, -3, True, "1000", None])

@@ -16,6 +16,7 @@ the rows held, and the transient peak while growing to ``max_size`` is ``1.5 * m
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import tempfile
@@ -41,6 +42,12 @@ def capacity_for(rows: int, max_size: int) -> int:
     while (half := -(-cap // 2)) >= rows and half < cap:
         cap = half
     return cap
+
+
+def _remove(path: str, owner_pid: int) -> None:
+    """Delete scratch files, only in the process that made them (not in a forked worker)."""
+    if os.getpid() == owner_pid:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _max_index(cursor) -> int:
@@ -78,7 +85,7 @@ class GrowingTensorStorage(TensorStorage):
             self.scratch_dir = Path(scratch_dir if scratch_dir is not None else tempfile.mkdtemp(
                 prefix="torchrl_chunk_rows_"))
             if scratch_dir is None:
-                weakref.finalize(self, shutil.rmtree, str(self.scratch_dir), True)
+                weakref.finalize(self, _remove, str(self.scratch_dir), os.getpid())
         self.capacity = 0
         self._finalizer: weakref.finalize | None = None
 
@@ -143,7 +150,7 @@ class GrowingTensorStorage(TensorStorage):
         where = self.scratch_dir / _GEN_DIR.format(capacity)
         shutil.rmtree(where, ignore_errors=True)
         out = row.clone().expand(capacity).memmap_like(prefix=where)
-        return out, weakref.finalize(self, shutil.rmtree, str(where), True)
+        return out, weakref.finalize(self, _remove, str(where), os.getpid())
 
     def _rows_per_copy(self) -> int:
         return max(1, _COPY_BYTES // max(1, self.row_bytes))
