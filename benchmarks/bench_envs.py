@@ -8,13 +8,17 @@ policy) of
 * ``chunked``: ``make_metaworld_env(task, num_envs=N, chunk_size=h)`` (N envs stepped
   sequentially in this process, one TorchRL step per chunk, finished envs reset by
   ``env.step_and_maybe_reset`` as in a collector);
-* ``chunked-parallel`` (pixels only): ``num_workers=W`` ParallelEnv processes, one env
-  each,
+* ``pool`` (pixels only): the same ``N`` envs over ``num_workers=W`` worker processes
+  (:class:`~torchrl_chunk.envs.WorkerPoolEnv`, ``N / W`` envs each, chunks run in the
+  workers, batch ``[N]``),
 
 and each figure as a ratio to ``bare`` measured in the same run (setups measured
-round-robin ``--repeats`` times; medians). Usage::
+round-robin ``--repeats`` times; medians), and the pool's scaling ``pool / (W x bare)``.
+Targets (issue 9): 2 workers on 2 cores >= 1.6x bare; 16 workers on 16 cores >= 0.6 x W
+x bare (>= 6,000 frames/s). Usage::
 
     python benchmarks/bench_envs.py --task push-v3 --num-envs 8 --seconds 3 --repeats 3
+    python benchmarks/bench_envs.py --workers 16 --num-envs 64   # a 16-core box
 """
 
 from __future__ import annotations
@@ -78,7 +82,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
     parser.add_argument("--repeats", type=int, default=3, help="round-robin repeats (median)")
     parser.add_argument("--image-size", type=int, default=128)
-    parser.add_argument("--workers", type=int, default=2, help="ParallelEnv workers (pixels)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count(), help="worker processes (pixels)")
     parser.add_argument("--no-pixels", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -97,13 +101,13 @@ def main() -> None:
         envs.append(make_metaworld_env(args.task, num_envs=n, chunk_size=h, seed=1, from_pixels=True, image_size=px))
         envs.append(
             make_metaworld_env(
-                args.task, num_envs=w, num_workers=w, chunk_size=h, seed=1, from_pixels=True, image_size=px
+                args.task, num_envs=n, num_workers=w, chunk_size=h, seed=1, from_pixels=True, image_size=px
             )
         )
         setups += [
             (f"{px}px", "bare (1 raw env + renderer)", None, lambda: bench_bare(args.task, args.seconds, px)),
             (f"{px}px", f"chunked, {n} envs in 1 process", f"{px}px", lambda: bench_torchrl(envs[1], args.seconds)),
-            (f"{px}px", f"chunked, ParallelEnv {w} workers x 1 env", f"{px}px", lambda: bench_torchrl(envs[2], args.seconds)),
+            (f"{px}px", f"pool, {w} workers x {n // w} envs", f"{px}px", lambda: bench_torchrl(envs[2], args.seconds)),
         ]
     rates: list[list[float]] = [[] for _ in setups]
     for _ in range(args.repeats):
@@ -117,6 +121,12 @@ def main() -> None:
     for i, (obs, name, _, _) in enumerate(setups):
         runs = " ".join(f"{r:.0f}" for r in rates[i])
         print(f"{obs:6} {name:42} {med[i]:12.0f} {med[i] / bare[obs]:8.2f}   [{runs}]")
+    if not args.no_pixels:
+        pool, ref = med[-1], bare[f"{px}px"]
+        target = "2 workers: >= 1.6x bare" if w == 2 else f"{w} workers: >= 0.6 x {w} x bare"
+        goal = 1.6 if w == 2 else 0.6 * w
+        print(f"pool / bare = {pool / ref:.2f} (target {target}: {'met' if pool / ref >= goal else 'missed'}); "
+              f"pool / ({w} x bare) = {pool / (w * ref):.2f}; {pool:.0f} frames/s")
     print(f"loadavg(after)={os.getloadavg()[0]:.2f}")
 
 

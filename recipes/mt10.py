@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 import mt10_jobs as jobs
 import mt10_utils as u
-from mt10_config import prepare_run, ray_settings, resolve_seeds, resolve_tasks
+from mt10_config import env_workers, prepare_run, ray_settings, resolve_seeds, resolve_tasks
 from torchrl_chunk.experiment import CheckpointError, IterationLog, map_shards, shard
 from torchrl_chunk.keys import STEPS_EXECUTED_KEY
 
@@ -56,15 +56,18 @@ def train_and_evaluate(cfg: DictConfig, algo: str, task: str, job_dir: Path, pos
     def wall() -> float:  # seconds spent on this job, across resumes
         return wall_before + time.time() - t_start
 
-    if job.state["phase"] == "sft":
-        sft(cfg, job)
-        job.state["phase"] = "rl" if job.spec.ppo else "eval"
-        u.save_checkpoint(job, wall())
-    if job.state["phase"] == "rl":
-        post_train(cfg, job, position, wall)
-    record = int(cfg.eval.video_episodes) if cfg.env.from_pixels else 0  # episodes 0 .. record-1
-    metrics = u.evaluate(cfg, job, int(cfg.eval.episodes), record=record)  # Table I protocol
-    return u.write_result(cfg, job, metrics, wall())
+    try:
+        if job.state["phase"] == "sft":
+            sft(cfg, job)
+            job.state["phase"] = "rl" if job.spec.ppo else "eval"
+            u.save_checkpoint(job, wall())
+        if job.state["phase"] == "rl":
+            post_train(cfg, job, position, wall)
+        record = int(cfg.eval.video_episodes) if cfg.env.from_pixels else 0  # episodes 0 .. record-1
+        metrics = u.evaluate(cfg, job, int(cfg.eval.episodes), record=record)  # Table I protocol
+        return u.write_result(cfg, job, metrics, wall())
+    finally:
+        u.close_eval_envs(job)  # the evaluation worker processes, if any
 
 
 def sft(cfg: DictConfig, job: u.Job) -> None:
@@ -151,7 +154,7 @@ def ray_job(cfg_dict: dict, algo: str, task: str, seed: int, run_dir: str) -> di
 def run_on_ray(cfg: DictConfig, units: list[tuple[str, int]], cfg_dict: dict, run_dir: Path) -> list[dict]:
     """Every job as a Ray task; all of them finish (or fail) before the errors are reported."""
     ray = jobs.ray_session(cfg)
-    cpus = max(int(cfg.threads_per_process), int(cfg.env.num_workers) if cfg.collector.backend == "local" else 1)
+    cpus = max(int(cfg.threads_per_process), env_workers(cfg) if cfg.collector.backend == "local" else 1)
     job = ray.remote(num_cpus=cpus, num_gpus=float(cfg.ray.job_gpus), max_retries=int(cfg.ray.max_retries))(ray_job)
     names = [(algo, task, seed) for task, seed in units for algo in cfg.algo.names]
     futures = [job.remote(cfg_dict, algo, task, seed, str(run_dir)) for algo, task, seed in names]

@@ -9,6 +9,7 @@ themselves live in :mod:`torchrl_chunk.experiment.run_dir`.
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ def _num(lo: float, hi: float = math.inf, optional: bool = False, open_lo: bool 
 #: Numeric settings and their ranges (``open_lo``: strictly greater than ``lo``).
 NUMERIC = {
     "seed": _int(0), "parallel_tasks": _int(1), "threads_per_process": _int(1),
-    "env.horizon": _int(1), "env.num_envs": _int(1), "env.num_workers": _int(1), "env.max_steps": _int(1),
+    "env.horizon": _int(1), "env.num_envs": _int(1), "env.max_steps": _int(1),
     "env.decisions_per_env": _int(1, optional=True), "env.image_size": _int(8),
     "demos.num": _int(1), "demos.seed": _int(0, optional=True),
     "ppo.clip_epsilon": _num(0, open_lo=True), "ppo.gamma": _num(0, 1, open_lo=True), "ppo.lmbda": _num(0, 1),
@@ -129,13 +130,16 @@ def _check_combinations(cfg: DictConfig) -> list[str]:
         errors.append(f"eval.episodes must be <= {NUM_EVAL_CONFIGS} (the fixed evaluation configurations)")
     if cfg.train.quick_eval_episodes > cfg.eval.episodes:
         errors.append("train.quick_eval_episodes must be <= eval.episodes (quick evals use the first configurations)")
-    if cfg.env.num_workers not in (1, cfg.env.num_envs):
-        errors.append(f"env.num_workers must be 1 or env.num_envs={cfg.env.num_envs}, got {cfg.env.num_workers}")
+    workers = cfg.env.num_workers
+    if workers != "auto" and (isinstance(workers, bool) or not isinstance(workers, int)
+                              or not 1 <= workers <= cfg.env.num_envs):
+        errors.append(f"env.num_workers must be auto or an integer in [1, env.num_envs={cfg.env.num_envs}], "
+                      f"got {workers!r}")
     if cfg.collector.backend == "ray":
         if cfg.env.num_envs % cfg.collector.workers:
             errors.append(f"collector.backend=ray needs env.num_envs={cfg.env.num_envs} to be a multiple of "
                           f"collector.workers={cfg.collector.workers} (each Ray collector holds the same number of envs)")
-        if cfg.env.num_workers != 1:
+        if cfg.env.num_workers not in (1, "auto"):
             errors.append("collector.backend=ray runs each collector's envs in its actor: set env.num_workers=1 and "
                           "scale with collector.workers")
     if cfg.launcher == "ray" and cfg.device == "cuda" and not cfg.ray.job_gpus:
@@ -196,6 +200,19 @@ def ray_settings(cfg: DictConfig) -> list[str]:
 def resolve_seeds(cfg: DictConfig) -> list[int]:
     """The seeds every job runs with: ``seeds``, or ``[seed]`` when it is null."""
     return [int(k) for k in cfg.seeds] if cfg.get("seeds") is not None else [int(cfg.seed)]
+
+
+def env_workers(cfg: DictConfig, num_envs: int | None = None) -> int:
+    """Worker processes for ``num_envs`` envs (default ``env.num_envs``).
+
+    ``env.num_workers=auto``: one process for state observations (the fastest layout on
+    few cores), and for pixels one worker per core up to one per env (rendering is per core).
+    """
+    n = int(cfg.env.num_envs if num_envs is None else num_envs)
+    workers = cfg.env.num_workers
+    if workers == "auto":
+        workers = min(n, os.cpu_count() or 1) if cfg.env.from_pixels else 1
+    return max(1, min(int(workers), n))
 
 
 def learner_device(cfg: DictConfig) -> torch.device:

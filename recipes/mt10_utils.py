@@ -22,13 +22,14 @@ from omegaconf import DictConfig
 from torchrl_chunk import distributed, evaluation
 from torchrl_chunk.data import LengthFilteredReplayBuffer
 from torchrl_chunk.envs import MT10_TASKS, collect_expert_demos, derive_seed, load_demos, make_metaworld_env, save_demos
+from torchrl_chunk.envs.metaworld.simulator import RENDER_SAMPLES
 from torchrl_chunk.experiment import load_checkpoint
 from torchrl_chunk.experiment import save_checkpoint as _save_checkpoint
 from torchrl_chunk.keys import SUCCESS_KEY
 from torchrl_chunk.objectives import ChunkClipPPOLoss, PPOBCLoss, SelfBCLoss
 from torchrl_chunk.schedules import Constant, TanhWarmup
 from torchrl_chunk.video import realtime_fps, write_mp4
-from mt10_config import learner_device
+from mt10_config import env_workers, learner_device
 from mt10_jobs import RESULT, ray_session
 from torchrl.collectors import Collector
 from torchrl.envs.utils import ExplorationType
@@ -50,7 +51,7 @@ class Seeds:
 # ----------------------------------------------------------------------------------------
 def expert_demos(cfg: DictConfig, task: str, num: int):
     """Load the task's expert demos from the cache, collecting them once if missing."""
-    px = f"_px{cfg.env.image_size}" if cfg.env.from_pixels else ""
+    px = f"_px{cfg.env.image_size}_aa{RENDER_SAMPLES}" if cfg.env.from_pixels else ""  # frames as rendered now
     seed = int(cfg.seed if cfg.demos.seed is None else cfg.demos.seed)
     path = Path(cfg.demos.cache_dir) / f"{task}_n{num}_seed{seed}_T{cfg.env.max_steps}{px}.pt"
     if path.exists():
@@ -147,6 +148,7 @@ class Job:
         "phase": "sft", "iteration": 0, "env_steps": 0, "updates": 0, "history": [],
         "episodes": 0, "successes": 0, "wall_time_s": 0.0})
     restored: dict | None = None
+    eval_envs: dict = field(default_factory=dict)  # wave size -> worker pool kept for the job's evaluations
 
     @property
     def modules(self) -> dict:
@@ -233,7 +235,7 @@ def make_collector(cfg: DictConfig, job: Job) -> LocalCollection | distributed.R
             num_threads=int(cfg.threads_per_process),
         )
     collector = Collector(
-        make_env(num_envs=cfg.env.num_envs, num_workers=cfg.env.num_workers), job.actor,
+        make_env(num_envs=cfg.env.num_envs, num_workers=env_workers(cfg)), job.actor,
         frames_per_batch=cfg.env.num_envs * decisions, total_frames=-1,
         exploration_type=ExplorationType.RANDOM, policy_device=job.device, env_device="cpu", storing_device="cpu",
         auto_register_policy_transforms=False,  # the chunk policies are not recurrent
@@ -270,11 +272,24 @@ def evaluate(cfg: DictConfig, job: Job, episodes: int, record: int = 0, collecto
     def policy(td):  # evaluate_policy runs it deterministically, without gradients
         return job.actor(td.to(job.device)).to("cpu")
 
-    return evaluation.evaluate_policy(
-        policy, job.task, num_episodes=episodes, num_envs=cfg.eval.num_envs, chunk_size=job.horizon,
-        max_steps=cfg.env.max_steps, eval_seed=cfg.eval.eval_seed,
-        from_pixels=cfg.env.from_pixels, image_size=cfg.env.image_size, record_episodes=record,
-    )
+    kwargs = dict(chunk_size=job.horizon, max_steps=cfg.env.max_steps, eval_seed=cfg.eval.eval_seed,
+                  from_pixels=cfg.env.from_pixels, image_size=cfg.env.image_size)
+    wave = min(int(cfg.eval.num_envs), episodes)
+    workers = env_workers(cfg, wave)
+    env = None
+    if workers > 1:  # the waves' envs over worker processes, started once per job and wave size
+        if wave not in job.eval_envs:
+            job.eval_envs[wave] = make_metaworld_env(job.task, num_envs=wave, num_workers=workers, mode="eval",
+                                                     num_eval_configs=int(cfg.eval.episodes), **kwargs)
+        env = job.eval_envs[wave]
+    return evaluation.evaluate_policy(policy, job.task, num_episodes=episodes, num_envs=cfg.eval.num_envs,
+                                      record_episodes=record, env=env, **kwargs)
+
+
+def close_eval_envs(job: Job) -> None:
+    for env in job.eval_envs.values():
+        env.close(raise_if_closed=False)
+    job.eval_envs.clear()
 
 
 def finished_result(cfg: DictConfig, job_dir: Path) -> dict | None:

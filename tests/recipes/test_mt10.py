@@ -114,16 +114,16 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path):
         torch.testing.assert_close(pa[k], pb[k], rtol=0, atol=0)
 
 
+PIXEL_TINY = ["preset=smoke", "algo=ours", "env.image_size=32", "env.num_envs=2", "train.total_env_steps=100",
+              "bc.pretrain_steps=2", "eval.episodes=2", "eval.num_envs=2", "train.quick_eval_episodes=2"]
+
+
 @requires_gl
 @pytest.mark.parametrize("model", ["pixel", "octo_small"])
 def test_pixel_models_run_in_the_recipe(tmp_path, model):
+    """Pixels render in env.num_workers=auto processes (2 here), collection and evaluation alike."""
     extra = ["model.size=tiny", "model.instructions=random"] if model == "octo_small" else []
-    proc = run(
-        ["preset=smoke", "algo=ours", f"model={model}", *extra, "env.image_size=32", "env.num_envs=2",
-         "train.total_env_steps=100", "bc.pretrain_steps=2", "eval.episodes=2", "eval.num_envs=2",
-         "train.quick_eval_episodes=2", "run_dir=run"],
-        tmp_path,
-    )
+    proc = run([*PIXEL_TINY, f"model={model}", *extra, "run_dir=run"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((tmp_path / "run/jobs/ours/reach-v3/seed_1/result.json").read_text())
     assert result["env_steps"] >= 100 and result["metrics"]["num_episodes"] == 2
@@ -133,6 +133,17 @@ def test_pixel_models_run_in_the_recipe(tmp_path, model):
         frames = list(container.decode(video=0))
     assert frames[0].width == frames[0].height == 32
     assert len(frames) >= 2 * 2 + 4  # reset + >= 1 decision per episode, 4 black frames between
+    if model != "pixel":
+        return
+    # the same run in one process: the same numbers and weights (worker count is not a training setting)
+    proc = run([*PIXEL_TINY, f"model={model}", "env.num_workers=1", "run_dir=one"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one = json.loads((tmp_path / "one/jobs/ours/reach-v3/seed_1/result.json").read_text())
+    assert (one["metrics"], one["history"], one["buffer"]) == (result["metrics"], result["history"], result["buffer"])
+    weights = [torch.load(tmp_path / f"{d}/jobs/ours/reach-v3/seed_1/checkpoint/state.pt", weights_only=False)
+               ["modules"]["actor"] for d in ("run", "one")]
+    for k in weights[0]:
+        torch.testing.assert_close(weights[0][k], weights[1][k], rtol=0, atol=0)
 
 
 def test_octo_without_instructions_is_refused(tmp_path):
