@@ -24,6 +24,7 @@ from torchrl_chunk.data import LengthFilteredReplayBuffer
 from torchrl_chunk.envs import MT10_TASKS, collect_expert_demos, derive_seed, load_demos, make_metaworld_env, save_demos
 from torchrl_chunk.envs.metaworld.simulator import RENDER_SAMPLES
 from torchrl_chunk.experiment import load_checkpoint
+from torchrl_chunk.experiment.checkpoint import CapacityError, check_capacity
 from torchrl_chunk.experiment import save_checkpoint as _save_checkpoint
 from torchrl_chunk.keys import SUCCESS_KEY
 from torchrl_chunk.objectives import ChunkClipPPOLoss, PPOBCLoss, SelfBCLoss
@@ -173,6 +174,7 @@ def make_job(cfg: DictConfig, algo: str, task: str, job_dir: Path) -> Job:
         max_size=cfg.buffer.max_size, storage=cfg.buffer.storage, scratch_dir=job_dir / "buffer_scratch",
         generator=gen,
     )
+    check_footprint(cfg, buffer, algo, task, job_dir)
     bc = SelfBCLoss(actor, loss_form=cfg.bc.loss_form, coeff=cfg.bc.coeff)
     ppo = ChunkClipPPOLoss(
         actor, critic, horizon=h, discount=cfg.ppo.discount, gamma=cfg.ppo.gamma, lmbda=cfg.ppo.lmbda,
@@ -195,6 +197,20 @@ def make_job(cfg: DictConfig, algo: str, task: str, job_dir: Path) -> Job:
         if "gen" in job.restored:  # checkpoints from before the buffer saved its own generator
             gen.set_state(job.restored["gen"])
     return job
+
+
+def check_footprint(cfg: DictConfig, buffer: LengthFilteredReplayBuffer, algo: str, task: str, job_dir: Path) -> None:
+    """Before training: the demo buffer's RAM and disk at ``buffer.max_size`` rows (printed for pixels),
+    and a one-line stop if this machine cannot hold them (jobs running side by side counted)."""
+    fp = buffer.footprint()
+    if cfg.env.from_pixels:
+        print(f"{algo}/{task}: demo buffer of at most {fp.rows} rows x {fp.row_bytes / 1e3:.1f} kB: up to "
+              f"{fp.ram_bytes / 1e9:.2f} GB of RAM and {fp.disk_bytes / 1e9:.2f} GB of disk (buffer.max_size)")
+    try:
+        check_capacity(fp.ram_bytes * int(cfg.parallel_tasks), fp.disk_bytes, job_dir)
+    except CapacityError as err:
+        raise SystemExit(f"error: {algo}/{task}: the demo buffer (buffer.max_size={fp.rows} rows of "
+                         f"{fp.row_bytes} B) does not fit: {err}") from err
 
 
 def save_checkpoint(job: Job, wall_time_s: float) -> None:

@@ -172,6 +172,15 @@ def test_bad_input_is_reported_before_anything_is_written(tmp_path, args, messag
     assert not (tmp_path / "run").exists()  # no config.yaml for a run that cannot start
 
 
+def test_a_buffer_the_machine_cannot_hold_stops_before_training(tmp_path):
+    """The demo buffer's RAM at buffer.max_size rows is checked before SFT (48 GB for 2e8 state rows)."""
+    proc = run(["preset=smoke", "run_dir=run", "buffer.max_size=200000000"], tmp_path)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "the demo buffer (buffer.max_size=200000000 rows of 241 B) does not fit" in proc.stderr
+    assert "lower buffer.max_size" in proc.stderr
+    assert not list((tmp_path / "run").rglob("checkpoint"))
+
+
 @pytest.mark.parametrize("group", ["algo=nope", "model=resnet"])
 def test_unknown_config_groups_are_hydras_error(tmp_path, group):
     """Hydra refuses these while composing, before the recipe runs: its own message, no traceback."""
