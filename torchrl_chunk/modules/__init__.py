@@ -4,7 +4,8 @@
   :func:`make_chunk_actor_critic` that puts them on any backbone;
 * :mod:`.mlp` -- the CPU default (state MLP + task embedding);
 * :mod:`.pixel` -- a small CNN on the camera image + task embedding;
-* :mod:`.octo` -- the Octo-small port (import ``torchrl_chunk.modules.octo``).
+* :mod:`.octo` -- the Octo-small port (import ``torchrl_chunk.modules.octo``);
+* :mod:`.precision` -- bf16 autocast with fp32 weights (``with_precision`` for acting).
 """
 
 from torchrl_chunk.modules.heads import (
@@ -15,9 +16,12 @@ from torchrl_chunk.modules.heads import (
 )
 from torchrl_chunk.modules.mlp import StateEncoder, make_mlp_actor_critic, observation_stats
 from torchrl_chunk.modules.pixel import PixelEncoder, make_pixel_actor_critic
+from torchrl_chunk.modules.precision import PRECISIONS, AutocastPolicy, with_precision
 
 __all__ = [
     "EMBEDDING_KEY",
+    "PRECISIONS",
+    "AutocastPolicy",
     "ChunkGaussianHead",
     "PixelEncoder",
     "StateEncoder",
@@ -26,4 +30,5 @@ __all__ = [
     "make_mlp_actor_critic",
     "make_pixel_actor_critic",
     "observation_stats",
+    "with_precision",
 ]

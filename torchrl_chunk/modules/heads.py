@@ -13,6 +13,11 @@ maps an observation to an embedding; these heads turn the embedding into
 ``IndependentNormal(event_dim=2)``, so ``log_prob`` is the *joint* log-likelihood of
 the chunk, one scalar per sample: exactly what ``ChunkClipPPOLoss`` (Eq. 3) and
 ``SelfBCLoss`` (Eq. 6) expect.
+
+Both heads run in fp32 with autocast off (:func:`~torchrl_chunk.modules.precision.full_precision`):
+under bf16 autocast the backbone's embedding is cast up, so the distribution, its
+log-probs (hence the PPO ratio of Eq. 3) and the values are fp32. The heads are one
+``Linear`` each, so this costs nothing measurable.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from torch import nn
 from torchrl.modules import IndependentNormal, ProbabilisticActor
 
 from torchrl_chunk.keys import ACTION_KEY, SAMPLE_LOG_PROB_KEY
+from torchrl_chunk.modules.precision import full_precision
 
 EMBEDDING_KEY = "embedding"
 
@@ -69,21 +75,21 @@ class ChunkGaussianHead(nn.Module):
         self.log_std_max = log_std_max
 
     def forward(self, embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        loc = self.mean(embedding).unflatten(-1, (self.horizon, self.action_dim))
+        loc = full_precision(self.mean, embedding).unflatten(-1, (self.horizon, self.action_dim))
         log_std = self.log_std.clamp(self.log_std_min, self.log_std_max)
         scale = log_std.exp().expand_as(loc)
         return loc, scale
 
 
 class ValueHead(nn.Module):
-    """Embedding ``[*, D]`` -> state value ``[*, 1]`` (a single ``Linear``)."""
+    """Embedding ``[*, D]`` -> state value ``[*, 1]`` (a single ``Linear``, run in fp32)."""
 
     def __init__(self, embed_dim: int) -> None:
         super().__init__()
         self.value = nn.Linear(embed_dim, 1)
 
     def forward(self, embedding: torch.Tensor) -> torch.Tensor:
-        return self.value(embedding)
+        return full_precision(self.value, embedding)
 
 
 def make_chunk_actor_critic(
