@@ -30,6 +30,7 @@ from torchrl_chunk.modules.octo.attention_mask import (
 from torchrl_chunk.modules.octo.config import OctoConfig
 from torchrl_chunk.modules.octo.tokenizers import ImageTokenizer
 from torchrl_chunk.modules.octo.transformer import BlockTransformer, attention_bias
+from torchrl_chunk.modules.precision import compute_dtype
 
 POS_EMBEDDING_STD = 0.02
 
@@ -215,7 +216,10 @@ class OctoTransformer(nn.Module):
         structure = self.structural_mask(cameras, w, with_language, device)
         if structure.shape[0] != seq.shape[1]:  # pragma: no cover - internal consistency
             raise RuntimeError(f"mask of {structure.shape[0]} tokens for {seq.shape[1]} tokens")
-        bias = attention_bias(combine_with_padding(structure, key_mask), seq.dtype)
+        # the bias in the dtype attention runs in (bf16 under autocast), aligned for the
+        # fused kernels; built once, shared by every layer
+        dtype = compute_dtype(device, seq.dtype)
+        bias = attention_bias(combine_with_padding(structure, key_mask), dtype, align=True)
 
         out = self.BlockTransformer_0(seq, bias)
 

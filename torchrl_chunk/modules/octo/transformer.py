@@ -9,6 +9,14 @@ Numerics follow Flax, not the PyTorch defaults: LayerNorm epsilon 1e-6, tanh-app
 GELU, the query scaled by ``1/sqrt(head_dim)``, and disallowed attention logits pushed to
 the most negative float32 rather than ``-inf`` (a fully masked query row then gets a
 uniform distribution, as in Flax, instead of NaN).
+
+Under bf16 autocast the bias is built in bf16 with bf16's own most negative value
+(:func:`attention_bias` with the compute dtype): the float32 minimum rounds to ``-inf``
+in bf16, which would turn fully masked rows into zeros (CPU) or NaN, and a float32 bias
+next to bf16 queries keeps CUDA's memory-efficient kernel from being picked (it needs
+the bias in the query dtype). The bias is also allocated with its key dimension padded
+to a multiple of 16 elements and sliced back (``align=True``), so that kernel can use
+it as is instead of padding a copy in every layer.
 """
 
 from __future__ import annotations
@@ -18,13 +26,25 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def attention_bias(mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+BIAS_ALIGNMENT = 16  # elements; CUDA's memory-efficient SDPA wants 16-byte aligned bias rows
+
+
+def attention_bias(
+    mask: torch.Tensor, dtype: torch.dtype = torch.float32, *, align: bool = False
+) -> torch.Tensor:
     """Boolean mask (True = may attend) -> additive bias (0 or the dtype's minimum).
 
-    A finite fill keeps fully masked rows NaN-free (spec 4.4, item 10).
+    A finite fill keeps fully masked rows NaN-free (spec 4.4, item 10); it is the
+    minimum of ``dtype`` itself, so pass the dtype attention computes in (bf16 under
+    autocast). ``align=True`` returns a view into a buffer whose last dim is padded to a
+    multiple of :data:`BIAS_ALIGNMENT` (same values, aligned row strides).
     """
     zero = torch.zeros((), dtype=dtype, device=mask.device)
     neg = torch.full((), torch.finfo(dtype).min, dtype=dtype, device=mask.device)
+    n = mask.shape[-1]
+    if align and n % BIAS_ALIGNMENT:
+        padded = F.pad(mask, (0, BIAS_ALIGNMENT - n % BIAS_ALIGNMENT), value=False)
+        return torch.where(padded, zero, neg)[..., :n]
     return torch.where(mask, zero, neg)
 
 
@@ -61,6 +81,10 @@ class MultiHeadDotProductAttention(nn.Module):
         bias = mask
         if mask is not None and mask.dtype == torch.bool:
             bias = attention_bias(mask, q.dtype)
+        elif mask is not None and mask.dtype != q.dtype:
+            # a bias made for another dtype (e.g. fp32 under bf16 autocast): cast it, and
+            # keep the fill finite (the fp32 minimum is -inf in bf16)
+            bias = mask.to(q.dtype).clamp_min(torch.finfo(q.dtype).min)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         return self.out(y.transpose(1, 2).reshape(b, n, -1))
 
