@@ -11,12 +11,14 @@ the most negative float32 rather than ``-inf`` (a fully masked query row then ge
 uniform distribution, as in Flax, instead of NaN).
 
 Under bf16 autocast the bias is built in bf16 with bf16's own most negative value
-(:func:`attention_bias` with the compute dtype): the float32 minimum rounds to ``-inf``
-in bf16, which would turn fully masked rows into zeros (CPU) or NaN, and a float32 bias
-next to bf16 queries keeps CUDA's memory-efficient kernel from being picked (it needs
-the bias in the query dtype). The bias is also allocated with its key dimension padded
-to a multiple of 16 elements and sliced back (``align=True``), so that kernel can use
-it as is instead of padding a copy in every layer.
+(:func:`attention_bias` with the compute dtype). A float32 bias would be cast to bf16 by
+autocast in every layer (``scaled_dot_product_attention`` is on its lower-precision list
+on CPU and CUDA), and the float32 minimum rounds to ``-inf`` in bf16: fully masked rows
+then come out as zeros (CPU kernel) or NaN instead of the uniform average. Outside
+autocast, CUDA's memory-efficient kernel takes a float bias only in the query dtype. The
+bias is also allocated with its key dimension padded to a multiple of 16 elements and
+sliced back (``align=True``), so that kernel uses it as is instead of padding a copy in
+every layer.
 """
 
 from __future__ import annotations
