@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Literal
 
@@ -13,6 +14,12 @@ from torchrl.objectives import ClipPPOLoss
 from torchrl.objectives.utils import ValueEstimators
 
 from torchrl_chunk.keys import STEPS_EXECUTED_KEY
+from torchrl_chunk.modules.precision import Precision, autocast, check_precision
+from torchrl_chunk.objectives.shared_backbone import (
+    BackboneReuse,
+    shared_modules,
+    shared_param_mode,
+)
 
 DiscountMode = Literal["chunk", "step"]
 
@@ -87,6 +94,22 @@ class ChunkClipPPOLoss(ClipPPOLoss):
         (``set_keys``) and is passed on to every estimator ``make_value_estimator``
         builds.
 
+    Two additions that leave the maths unchanged:
+
+    * **one backbone pass** (``shared_backbone``): when actor and critic are built around
+      the same backbone module (Fig. 1(a); ``make_chunk_actor_critic`` with
+      ``critic_backbone=None``), the backbone runs once per forward and its embedding
+      feeds both heads (:mod:`~torchrl_chunk.objectives.shared_backbone`): the gradient
+      is the same (the backbone still gets actor + critic gradient), the cost of an
+      update drops from about two actor passes to one. With ``separate_losses=True`` the
+      critic gets the embedding detached, as TorchRL's two passes would give it. The
+      embedding is always computed in this forward; an ``"embedding"`` stored in the
+      batch (e.g. by the collector) is never read.
+    * **precision** (``"fp32"`` or ``"bf16"``): ``"bf16"`` runs the forward (including a
+      value estimator it calls) under bf16 autocast; parameters stay fp32 and the heads,
+      hence log-probs, the ratio of Eq. 3 and the values, are fp32
+      (:mod:`torchrl_chunk.modules.precision`).
+
     Termination and truncation follow TorchRL's GAE: ``("next", "terminated")`` stops the
     bootstrap (``V(o_{t+1}) = 0``), a truncation at the time limit (``done`` without
     ``terminated``) bootstraps from ``V(o_{t+1})``.
@@ -103,6 +126,11 @@ class ChunkClipPPOLoss(ClipPPOLoss):
         gamma, lmbda: GAE discount and lambda.
         deactivate_vmap: evaluate the critic in GAE without ``torch.vmap`` (needed for
             critics whose layers vmap does not support, e.g. convolutions).
+        shared_backbone: ``None`` (default) runs the backbone once when actor and critic
+            share it and twice otherwise; ``True`` requires the shared backbone (one
+            pass; ``ValueError`` if there is none); ``False`` always runs actor and
+            critic separately, as ``ClipPPOLoss`` does.
+        precision: ``"fp32"`` (default) or ``"bf16"``, see above.
         clip_epsilon, clip_value, loss_critic_type, critic_coeff, entropy_coeff: as in
             ``ClipPPOLoss``; defaults are the paper's.
         **kwargs: any other ``ClipPPOLoss`` keyword (``normalize_advantage``,
@@ -112,6 +140,9 @@ class ChunkClipPPOLoss(ClipPPOLoss):
     ``sample_log_prob``, ``action``, ``reward``, ``done``, ``terminated``) and
     ``steps_to_next_obs`` (default ``("next", "steps_executed")``, read by the value
     estimator when ``discount="step"``).
+
+    Attributes: ``shared_backbone`` (bool, read-only) says whether the one-pass path is
+    on; ``precision`` can be changed between updates.
 
     Outputs: ``loss_objective``, ``loss_critic``, ``loss_entropy`` (sum them) and the
     parent's detached diagnostics: ``clip_fraction`` (share of clipped ratios),
@@ -159,8 +190,13 @@ class ChunkClipPPOLoss(ClipPPOLoss):
         critic_coeff: float | None = 0.5,
         entropy_coeff: float | None = 0.0,
         deactivate_vmap: bool = False,
+        shared_backbone: bool | None = None,
+        precision: Precision = "fp32",
         **kwargs,
     ) -> None:
+        if shared_backbone not in (None, True, False):
+            raise ValueError(f"shared_backbone must be None, True or False, got {shared_backbone!r}.")
+        check_precision(precision)
         if discount not in ("chunk", "step"):
             raise ValueError(f"discount must be 'chunk' or 'step', got {discount!r}.")
         if horizon is not None and horizon < 1:
@@ -181,6 +217,58 @@ class ChunkClipPPOLoss(ClipPPOLoss):
         self.horizon = horizon
         self._gae_kwargs = {"gamma": gamma, "lmbda": lmbda, "deactivate_vmap": deactivate_vmap}
         self.register_load_state_dict_pre_hook(_build_estimator_to_load)
+        self.precision = precision
+        self._in_forward = False
+        self._reuse = self._backbone_reuse(shared_backbone)
+
+    # -- one backbone pass, precision ---------------------------------------------------
+    def _backbone_reuse(self, shared_backbone: bool | None) -> BackboneReuse | None:
+        """The recorder of the shared backbone, or ``None`` for two passes."""
+        if shared_backbone is False:
+            return None
+        modules = shared_modules(self.actor_network, self.critic_network) if self._has_critic else []
+        modes = {shared_param_mode(self, m) for m in modules}
+        if modules and len(modes) == 1 and None not in modes:
+            return BackboneReuse(modules, detach=modes.pop() == "detached")
+        if shared_backbone:
+            why = (
+                "they share no module with parameters"
+                if not modules
+                else "the critic binds the shared module to other parameters than the actor"
+            )
+            raise ValueError(
+                f"shared_backbone=True needs actor and critic around one backbone, but {why}; "
+                "build them with make_chunk_actor_critic(..., critic_backbone=None)."
+            )
+        return None
+
+    @property
+    def shared_backbone(self) -> bool:
+        """Whether the backbone runs once per forward (see the class docstring)."""
+        return self._reuse is not None
+
+    @property
+    def precision(self) -> str:
+        return self._precision
+
+    @precision.setter
+    def precision(self, value: str) -> None:
+        self._precision = check_precision(value)
+
+    def _autocast(self, tensordict: TensorDictBase):
+        if self._precision == "fp32":
+            return contextlib.nullcontext()
+        device = tensordict.device
+        if device is None:
+            device = next(iter(self.parameters())).device
+        return autocast(self._precision, device)
+
+    def loss_critic(self, tensordict: TensorDictBase):
+        """ClipPPOLoss's value loss (Eq. 4); inside :meth:`forward` with a shared
+        backbone, the critic reuses the embedding the actor computed on this batch."""
+        reuse = self._reuse if self._in_forward else None
+        with reuse.replaying() if reuse is not None else contextlib.nullcontext():
+            return super().loss_critic(tensordict)
 
     # -- keys and value estimator -----------------------------------------------------
     def _default_value_estimator(self) -> None:
@@ -243,7 +331,11 @@ class ChunkClipPPOLoss(ClipPPOLoss):
             )
 
     def _get_cur_log_prob(self, tensordict: TensorDictBase, params=None):
-        log_prob, dist, is_composite = super()._get_cur_log_prob(tensordict, params=params)
+        # record the shared backbone's outputs for the critic (current parameters only: a
+        # proximal policy's target parameters are not the critic's)
+        reuse = self._reuse if self._in_forward and params is None else None
+        with reuse.recording() if reuse is not None else contextlib.nullcontext():
+            log_prob, dist, is_composite = super()._get_cur_log_prob(tensordict, params=params)
         if is_composite or not self._checks_chunks:
             return log_prob, dist, is_composite
         action = tensordict.get(self.tensor_keys.action)
@@ -290,4 +382,11 @@ class ChunkClipPPOLoss(ClipPPOLoss):
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         if self._checks_chunks:
             self._check_action(tensordict)
-        return super().forward(tensordict)
+        self._in_forward = True
+        try:
+            with self._autocast(tensordict):
+                return super().forward(tensordict)
+        finally:
+            self._in_forward = False
+            if self._reuse is not None:
+                self._reuse.clear()  # never reused by a later forward; frees the graph

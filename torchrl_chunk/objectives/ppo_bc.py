@@ -56,6 +56,11 @@ class PPOBCLoss(LossModule):
         check_finite: raise ``FloatingPointError`` naming the term when a loss is NaN or
             infinite, instead of letting it reach the optimizer. Default ``True``.
 
+    Precision: set ``precision=`` on both sub-losses (they must agree; ``"bf16"`` runs
+    the backbone in bf16 autocast with fp32 weights, heads, log-probs and values). With a
+    shared backbone the PPO term runs it once on the rollout, the BC term once on the
+    demo batch.
+
     Call ``loss(rollout, demo)`` or, with ``demo_buffer`` given, ``loss(rollout)`` (the
     ``forward(tensordict)`` form TorchRL trainers call), which samples ``demo`` from the
     buffer and moves it to the rollout's device. ``rollout`` is a flat minibatch of chunk
@@ -113,6 +118,11 @@ class PPOBCLoss(LossModule):
             isinstance(demo_batch_size, int) and demo_batch_size > 0
         ):
             raise ValueError(f"demo_batch_size must be a positive int, got {demo_batch_size!r}.")
+        if ppo_loss.precision != bc_loss.precision:
+            raise ValueError(
+                f"ppo_loss and bc_loss must use one precision, got {ppo_loss.precision!r} and "
+                f"{bc_loss.precision!r}: pass the same precision= to both."
+            )
         if ppo_loss.actor_network is not bc_loss.actor_network:
             raise ValueError(
                 "ppo_loss and bc_loss must wrap the same actor: Eq. 7 trains one policy "
@@ -130,6 +140,11 @@ class PPOBCLoss(LossModule):
 
     def _forward_value_estimator_keys(self, **kwargs) -> None:
         pass
+
+    @property
+    def precision(self) -> str:
+        """The sub-losses' precision (checked equal at construction)."""
+        return self.ppo_loss.precision
 
     @property
     def beta(self) -> float:

@@ -14,6 +14,7 @@ from torch import distributions as D
 from torchrl.objectives import LossModule
 
 from torchrl_chunk.keys import ACTION_CHUNK_KEY, ACTION_IS_PAD_KEY
+from torchrl_chunk.modules.precision import Precision, autocast, check_precision
 
 BCForm = Literal["nll", "mse", "nll_detached_scale"]
 
@@ -70,6 +71,9 @@ class SelfBCLoss(LossModule):
             unpadded steps) or a floating-point observation the actor reads holds NaN or
             inf, instead of returning ``loss_bc = nan``. One host sync per call.
             Default ``True``.
+        precision: ``"fp32"`` (default) or ``"bf16"``: run the actor under bf16 autocast
+            (fp32 weights; the head, the distribution and the likelihood stay fp32, see
+            :mod:`torchrl_chunk.modules.precision`). Settable as ``loss.precision``.
 
     Keys (``set_keys``): ``action`` (the demo chunk, default ``("vla_action", "chunk")``)
     and ``pad_mask`` (default ``"action_is_pad"``; a batch without the entry is unmasked).
@@ -115,7 +119,9 @@ class SelfBCLoss(LossModule):
         reduction: Literal["mean", "sum", "none"] | None = None,
         mask_padding: bool = True,
         check_finite: bool = True,
+        precision: Precision = "fp32",
     ) -> None:
+        check_precision(precision)
         if loss_form not in ("nll", "mse", "nll_detached_scale"):
             raise ValueError(
                 f"loss_form must be 'nll', 'mse' or 'nll_detached_scale', got {loss_form!r}."
@@ -134,6 +140,15 @@ class SelfBCLoss(LossModule):
         self.reduction = "mean" if reduction is None else reduction
         self.mask_padding = mask_padding
         self.check_finite = check_finite
+        self.precision = precision
+
+    @property
+    def precision(self) -> str:
+        return self._precision
+
+    @precision.setter
+    def precision(self, value: str) -> None:
+        self._precision = check_precision(value)
 
     @property
     def functional(self) -> bool:
@@ -219,7 +234,13 @@ class SelfBCLoss(LossModule):
             if self._functional
             else contextlib.nullcontext()
         )
-        with ctx:
+        amp = contextlib.nullcontext()
+        if self._precision != "fp32":
+            device = tensordict.device
+            if device is None:
+                device = next(iter(self.parameters())).device
+            amp = autocast(self._precision, device)
+        with ctx, amp:
             return self.actor_network.get_dist(tensordict)
 
     @staticmethod
