@@ -36,6 +36,7 @@ import mt10_utils as u
 from mt10_config import env_workers, prepare_run, ray_settings, resolve_seeds, resolve_tasks
 from torchrl_chunk.experiment import CheckpointError, IterationLog, map_shards, shard
 from torchrl_chunk.keys import STEPS_EXECUTED_KEY
+from torchrl_chunk.modules.precision import autocast
 
 
 def run_job(cfg: DictConfig, algo: str, task: str, job_dir: Path, position: int = 0) -> dict:
@@ -104,8 +105,8 @@ def post_train(cfg: DictConfig, job: u.Job, position: int, wall) -> None:
                     buffer.extend([data[i] for i in range(data.shape[0])])
             data = data.to(job.device)
             with log.timer("update"):
-                with torch.no_grad():
-                    job.ppo.value_estimator(data)  # GAE over chunk decisions (Eq. 5)
+                with torch.no_grad(), autocast(job.ppo.precision, job.device):
+                    job.ppo.value_estimator(data)  # GAE over chunk decisions (Eq. 5); targets stay fp32
                 flat = data.reshape(-1)
                 for _ in range(int(cfg.ppo.epochs)):
                     for idx in torch.randperm(flat.shape[0]).split(int(cfg.ppo.minibatch_size)):

@@ -69,6 +69,7 @@ CHOICES = {
     "buffer.storage": ("memory", "memmap"), "schedule.kind": ("tanh", "constant"),
     "schedule.unit": ("env_steps", "updates"), "optim.name": ("adam", "adamw"),
     "logger.backend": ("csv", "tensorboard", "wandb"), "model.name": ("mlp", "pixel", "octo_small"),
+    "model.precision": ("fp32", "bf16"),
     "launcher": ("local", "ray"), "collector.backend": ("local", "ray"), "eval.backend": ("local", "ray"),
 }
 

@@ -27,6 +27,7 @@ from torchrl_chunk.experiment import load_checkpoint
 from torchrl_chunk.experiment.checkpoint import CapacityError, check_capacity
 from torchrl_chunk.experiment import save_checkpoint as _save_checkpoint
 from torchrl_chunk.keys import SUCCESS_KEY
+from torchrl_chunk.modules.precision import with_precision
 from torchrl_chunk.objectives import ChunkClipPPOLoss, PPOBCLoss, SelfBCLoss
 from torchrl_chunk.schedules import Constant, TanhWarmup
 from torchrl_chunk.video import realtime_fps, write_mp4
@@ -175,12 +176,14 @@ def make_job(cfg: DictConfig, algo: str, task: str, job_dir: Path) -> Job:
         generator=gen,
     )
     check_footprint(cfg, buffer, algo, task, job_dir)
-    bc = SelfBCLoss(actor, loss_form=cfg.bc.loss_form, coeff=cfg.bc.coeff)
+    precision = cfg.model.get("precision", "fp32")  # bf16: autocast over fp32 weights (modules/precision.py)
+    bc = SelfBCLoss(actor, loss_form=cfg.bc.loss_form, coeff=cfg.bc.coeff, precision=precision)
     ppo = ChunkClipPPOLoss(
         actor, critic, horizon=h, discount=cfg.ppo.discount, gamma=cfg.ppo.gamma, lmbda=cfg.ppo.lmbda,
         clip_epsilon=cfg.ppo.clip_epsilon, clip_value=cfg.ppo.clip_value, critic_coeff=cfg.ppo.critic_coeff,
         entropy_coeff=cfg.ppo.entropy_coeff, normalize_advantage=cfg.ppo.normalize_advantage,
         deactivate_vmap=cfg.model.name != "mlp",  # torch.vmap does not support the conv layers
+        precision=precision,  # one backbone pass when actor and critic share it (Fig. 1(a))
     )
     schedule = TanhWarmup(cfg.schedule.warmup_steps) if spec.schedule == "tanh" else Constant(cfg.schedule.constant)
     loss = PPOBCLoss(  # loss(rollout) samples its demo batch from the buffer (Eq. 7)
@@ -251,7 +254,7 @@ def make_collector(cfg: DictConfig, job: Job) -> LocalCollection | distributed.R
             num_threads=int(cfg.threads_per_process),
         )
     collector = Collector(
-        make_env(num_envs=cfg.env.num_envs, num_workers=env_workers(cfg)), job.actor,
+        make_env(num_envs=cfg.env.num_envs, num_workers=env_workers(cfg)), with_precision(job.actor, job.ppo.precision),
         frames_per_batch=cfg.env.num_envs * decisions, total_frames=-1,
         exploration_type=ExplorationType.RANDOM, policy_device=job.device, env_device="cpu", storing_device="cpu",
         auto_register_policy_transforms=False,  # the chunk policies are not recurrent
@@ -285,8 +288,10 @@ def evaluate(cfg: DictConfig, job: Job, episodes: int, record: int = 0, collecto
             record_episodes=record, num_threads=int(cfg.threads_per_process), actors=actors,
         )
 
+    actor = with_precision(job.actor, job.ppo.precision)
+
     def policy(td):  # evaluate_policy runs it deterministically, without gradients
-        return job.actor(td.to(job.device)).to("cpu")
+        return actor(td.to(job.device)).to("cpu")
 
     kwargs = dict(chunk_size=job.horizon, max_steps=cfg.env.max_steps, eval_seed=cfg.eval.eval_seed,
                   from_pixels=cfg.env.from_pixels, image_size=cfg.env.image_size)

@@ -122,7 +122,8 @@ PIXEL_TINY = ["preset=smoke", "algo=ours", "env.image_size=32", "env.num_envs=2"
 @pytest.mark.parametrize("model", ["pixel", "octo_small"])
 def test_pixel_models_run_in_the_recipe(tmp_path, model):
     """Pixels render in env.num_workers=auto processes (2 here), collection and evaluation alike."""
-    extra = ["model.size=tiny", "model.instructions=random"] if model == "octo_small" else []
+    # Octo also runs its learner and its acting in bf16 (model.precision; the preset=gpu setting)
+    extra = ["model.size=tiny", "model.instructions=random", "model.precision=bf16"] if model == "octo_small" else []
     proc = run([*PIXEL_TINY, f"model={model}", *extra, "run_dir=run"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((tmp_path / "run/jobs/ours/reach-v3/seed_1/result.json").read_text())

@@ -49,6 +49,7 @@ def test_presets_pass():
         ("train.quick_eval_episodes=9", "train.quick_eval_episodes must be <= eval.episodes"),
         ("bc.pretrain_lr=-1", "bc.pretrain_lr must be > 0"),
         ("model.name=resnet", "model.name must be one of mlp, pixel, octo_small, got 'resnet'"),
+        ("model.precision=fp16", "model.precision must be one of fp32, bf16, got 'fp16'"),
         ("algo.names=[nope]", "unknown algorithm(s) ['nope'] in algo.names"),
         ("buffer.mode=fifo", "buffer.mode must be one of filtered, static, unrestricted"),
         ("device=tpu", "device must be one of auto, cpu, cuda"),
