@@ -39,11 +39,11 @@ def test_split_envs():
         split_envs(2, 3)
 
 
-@pytest.mark.parametrize("workers", [2, 3])
-def test_pool_equals_one_process(workers):
+@pytest.mark.parametrize("workers, start_method", [(2, None), (3, "spawn")])
+def test_pool_equals_one_process(workers, start_method):
     """Any worker count (uneven splits too): the same batches, bit for bit, as 4 envs in one process."""
     local = _collect(make_metaworld_env(REACH, num_envs=4, seed=1))
-    env = make_metaworld_env(REACH, num_envs=4, num_workers=workers, seed=1)
+    env = make_metaworld_env(REACH, num_envs=4, num_workers=workers, seed=1, start_method=start_method)
     assert isinstance(env, WorkerPoolEnv) and env.batch_size == torch.Size([4])
     pooled = _collect(env)
     assert sum(int(d["next", "success"].sum()) for d in local) > 0  # episodes end inside chunks

@@ -20,8 +20,8 @@ and the pool presents their ``N = sum(n_k)`` envs as one flat, batch-locked Torc
   GL failure) is re-raised in the parent with its type and message, and the worker's
   traceback is chained; a worker that dies (killed, segfault) raises a one-line
   ``RuntimeError`` with its exit code instead of hanging or an ``EOFError``;
-* **no CUDA, one thread.** Workers are started with ``spawn`` (or ``forkserver``), never
-  ``fork``, so no CUDA or GL state of the learner is inherited; they never touch CUDA,
+* **no CUDA, one thread.** Workers are forked from a fork server (or spawned), never
+  forked from the learner, so no CUDA or GL state of the learner is inherited; they never touch CUDA,
   run torch with one thread and cap Mesa's software rasteriser (``LP_NUM_THREADS``) at
   their share of the cores. GL contexts are made lazily by the worker that renders.
 
@@ -47,13 +47,29 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from torchrl.envs import EnvBase
 
-__all__ = ["WorkerError", "WorkerPoolEnv", "split_envs"]
+__all__ = ["WorkerError", "WorkerPoolEnv", "default_start_method", "split_envs"]
 
 _POLL_S = 1.0  # how often a waiting parent checks that its workers are alive
 
 
 class WorkerError(RuntimeError):
     """A worker process died, or raised an exception that could not be rebuilt here."""
+
+
+#: Modules a fork server imports before forking workers (it never imports ``__main__``).
+_PRELOAD = ["torchrl_chunk.envs.workers", "torchrl_chunk.envs.metaworld"]
+
+
+def default_start_method() -> str:
+    """``"forkserver"`` where the platform has it, else ``"spawn"``.
+
+    A fork server is a fresh process (started like ``spawn``: no CUDA, no GL context, no
+    learner threads) that imports torch, TorchRL and MuJoCo once; each worker is then
+    forked from it. Measured on 2 cores, a 2-worker pixel pool starts and resets in
+    2.3 s instead of 6-9 s with ``spawn`` (which re-imports everything, and the main
+    script, in every worker), and closes in 0.05 s instead of 1.2 s.
+    """
+    return "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
 
 
 def split_envs(num_envs: int, num_workers: int) -> list[tuple[int, int]]:
@@ -133,8 +149,9 @@ class WorkerPoolEnv(EnvBase):
     Keyword Args:
         offset: global index of the pool's first env (a pool that is itself one part
             of a larger batch, e.g. on one of several Ray actors).
-        start_method: ``"spawn"`` (default) or ``"forkserver"``; ``"fork"`` is refused
-            (GL and CUDA state must not be inherited).
+        start_method: ``"forkserver"`` (default where available, see
+            :func:`default_start_method`) or ``"spawn"``; ``"fork"`` is refused (GL and
+            CUDA state must not be inherited).
         timeout_s: how long a command may take before the pool gives up (default: no
             limit; a dead worker is detected within a second either way).
 
@@ -152,9 +169,10 @@ class WorkerPoolEnv(EnvBase):
         num_workers: int,
         *,
         offset: int = 0,
-        start_method: str = "spawn",
+        start_method: str | None = None,
         timeout_s: float | None = None,
     ) -> None:
+        start_method = start_method or default_start_method()
         if start_method not in ("spawn", "forkserver"):
             raise ValueError(
                 f"start_method must be 'spawn' or 'forkserver', got {start_method!r} (a forked "
@@ -192,6 +210,8 @@ class WorkerPoolEnv(EnvBase):
         self._buffer = buffer.share_memory_()
         self._procs, self._conns = [], []
         ctx = mp.get_context(start_method)
+        if start_method == "forkserver":  # the server imports these once; workers fork from it
+            ctx.set_forkserver_preload(_PRELOAD)
         lp_threads = max(1, (os.cpu_count() or 1) // self.num_workers)
         try:
             for first, count in self._layout:

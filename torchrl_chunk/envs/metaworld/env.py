@@ -335,7 +335,7 @@ def make_metaworld_env(
     include_instruction: bool = False,
     num_workers: int = 1,
     worker_index_offset: int = 0,
-    start_method: str = "spawn",
+    start_method: str | None = None,
     reward_aggregation: RewardAggregation = "sum",
     gamma: float | None = None,
     device: torch.device | str = "cpu",
@@ -361,7 +361,8 @@ def make_metaworld_env(
             ``N / W`` envs each, chunks executed in the workers, batch still ``[N]``,
             the same numbers as one process). Worth it with pixels: rendering is per
             core. Any ``1 <= W <= N``; train and eval mode.
-        start_method: how workers start, ``"spawn"`` or ``"forkserver"``.
+        start_method: how workers start, ``"forkserver"`` (default where available) or
+            ``"spawn"``.
         worker_index_offset: index of the first sub-env in a larger batch split over
             processes or machines: sub-env ``i`` is seeded as sub-env
             ``worker_index_offset + i`` of one env with all of them (e.g. the second of
