@@ -32,6 +32,7 @@ import torch
 
 from torchrl_chunk.envs import make_metaworld_env
 from torchrl_chunk.envs.metaworld import TaskSim
+from torchrl_chunk.envs.workers import available_cpus
 
 
 def bench_bare(task: str, seconds: float, image_size: int | None, max_steps: int = 200) -> float:
@@ -82,11 +83,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
     parser.add_argument("--repeats", type=int, default=3, help="round-robin repeats (median)")
     parser.add_argument("--image-size", type=int, default=128)
-    parser.add_argument("--workers", type=int, default=os.cpu_count(), help="worker processes (pixels)")
+    parser.add_argument("--workers", type=int, default=None, help="worker processes (pixels; default: one per core, at most --num-envs)")
     parser.add_argument("--no-pixels", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    n, h, px, w = args.num_envs, args.chunk_size, args.image_size, args.workers
+    n, h, px = args.num_envs, args.chunk_size, args.image_size
+    w = args.workers or min(n, available_cpus())
     print(
         f"task={args.task} num_envs={n} h={h} seconds/measure={args.seconds} "
         f"repeats={args.repeats} cpus={os.cpu_count()} MUJOCO_GL={os.environ.get('MUJOCO_GL')} "

@@ -1,11 +1,12 @@
-"""Ray's overhead: remote collection vs local ``ParallelEnv`` collection, and a 2-job sweep.
+"""Ray's overhead: remote collection vs local worker-process collection, and a 2-job sweep.
 
 Not a test. Prints ratios measured in one run (docs/scaling.md quotes them):
 
 1. **Collection** (state and pixels): env steps/s of whole-episode batches of the recipe's
    policy, ``workers`` envs, by
-   * ``local ParallelEnv``: TorchRL's ``Collector`` over ``make_metaworld_env(num_workers=W)``
-     (one env per worker process, the policy in this process, as ``env.num_workers=W``);
+   * ``local``: TorchRL's ``Collector`` over ``make_metaworld_env(num_workers=W)`` (one env
+     per worker process, the policy in this process, as ``env.num_workers=W``; a
+     ``WorkerPoolEnv`` since issue 9, a TorchRL ``ParallelEnv`` before);
    * ``Ray``: :class:`~torchrl_chunk.distributed.RayEpisodeCollector` with ``W`` actors on a
      private local Ray instance of ``W`` CPUs (weights pushed every batch, as the recipe);
    and the bytes sent (weights) and received (the batch) per iteration. Batches are
@@ -177,7 +178,7 @@ def bench_collection(args) -> None:
     import ray
 
     init_ray(num_cpus=args.workers, log_to_driver=False)
-    print("\n| observation | local ParallelEnv steps/s | Ray steps/s | Ray / local | target >= 0.8 "
+    print("\n| observation | local workers steps/s | Ray steps/s | Ray / local | target >= 0.8 "
           "| sent / received per batch | Ray start-up |")
     print("|---|---|---|---|---|---|---|")
     for pixels in (False, True):

@@ -65,6 +65,7 @@ def train_and_evaluate(cfg: DictConfig, algo: str, task: str, job_dir: Path, pos
         if job.state["phase"] == "rl":
             post_train(cfg, job, position, wall)
         record = int(cfg.eval.video_episodes) if cfg.env.from_pixels else 0  # episodes 0 .. record-1
+        u.close_eval_envs(job)  # the quick evaluations' workers: the final one builds its own
         metrics = u.evaluate(cfg, job, int(cfg.eval.episodes), record=record)  # Table I protocol
         return u.write_result(cfg, job, metrics, wall())
     finally:
@@ -92,9 +93,10 @@ def post_train(cfg: DictConfig, job: u.Job, position: int, wall) -> None:
     collector = u.make_collector(cfg, job)  # here, or Ray actors (collector.backend=ray)
     bar = tqdm(total=total, initial=state["env_steps"], desc=f"{job.algo} {job.task}", position=position,
                unit="step", dynamic_ncols=True, file=sys.stdout, mininterval=2.0)
-    if state["iteration"] == 0:
-        state["history"].append({"env_steps": 0, **u.evaluate(cfg, job, cfg.train.quick_eval_episodes, collector=collector)})
-    try:
+    try:  # the collector's workers stop on every path, an error of the first evaluation included
+        if state["iteration"] == 0:
+            state["history"].append({"env_steps": 0, **u.evaluate(cfg, job, cfg.train.quick_eval_episodes,
+                                                                  collector=collector)})
         while state["env_steps"] < total:
             log = IterationLog()
             with log.timer("collect"):  # whole fresh episodes, seeded by (seed, iteration)

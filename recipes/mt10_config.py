@@ -9,7 +9,6 @@ themselves live in :mod:`torchrl_chunk.experiment.run_dir`.
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +16,15 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from torchrl_chunk.envs import MT10_TASKS, NUM_EVAL_CONFIGS, TASK_INSTRUCTIONS
+from torchrl_chunk.envs.workers import available_cpus
 from torchrl_chunk.experiment import RunDirError, load_run_settings, open_run_dir, resume_settings, save_run_settings
 from torchrl_chunk.video import require_pyav
 
 #: Overrides that ``resume=`` applies: they change neither the training data nor the updates.
 #: (``threads_per_process`` is not: CPU kernels may sum in another order with other thread
 #: counts, and a resumed run must equal an uninterrupted one bit for bit.)
-RESUME_ALLOWED = ("eval", "logger", "device", "env.num_workers", "parallel_tasks", "launcher", "ray")
+RESUME_ALLOWED = ("eval", "logger", "device", "env.num_workers", "env.worker_timeout_s", "parallel_tasks", "launcher",
+                  "ray")
 
 
 # ----------------------------------------------------------------------------------------
@@ -41,7 +42,7 @@ def _num(lo: float, hi: float = math.inf, optional: bool = False, open_lo: bool 
 NUMERIC = {
     "seed": _int(0), "parallel_tasks": _int(1), "threads_per_process": _int(1),
     "env.horizon": _int(1), "env.num_envs": _int(1), "env.max_steps": _int(1),
-    "env.decisions_per_env": _int(1, optional=True), "env.image_size": _int(8),
+    "env.decisions_per_env": _int(1, optional=True), "env.worker_timeout_s": _num(0, open_lo=True), "env.image_size": _int(8),
     "demos.num": _int(1), "demos.seed": _int(0, optional=True),
     "ppo.clip_epsilon": _num(0, open_lo=True), "ppo.gamma": _num(0, 1, open_lo=True), "ppo.lmbda": _num(0, 1),
     "ppo.critic_coeff": _num(0), "ppo.entropy_coeff": _num(0), "ppo.epochs": _int(1), "ppo.minibatch_size": _int(1),
@@ -143,6 +144,9 @@ def _check_combinations(cfg: DictConfig) -> list[str]:
         if cfg.env.num_workers not in (1, "auto"):
             errors.append("collector.backend=ray runs each collector's envs in its actor: set env.num_workers=1 and "
                           "scale with collector.workers")
+    if cfg.model.get("precision", "fp32") == "bf16" and "ray" in (cfg.collector.backend, cfg.eval.backend):
+        errors.append("model.precision=bf16 acts in bf16 only with collector.backend=local and eval.backend=local "
+                      "(Ray workers would act in fp32): use the local backends or model.precision=fp32")
     if cfg.launcher == "ray" and cfg.device == "cuda" and not cfg.ray.job_gpus:
         errors.append("launcher=ray with device=cuda needs ray.job_gpus > 0 (Ray hides the GPUs from tasks that "
                       "ask for none), e.g. ray.job_gpus=1 or 0.25 to share one GPU between four jobs")
@@ -207,12 +211,14 @@ def env_workers(cfg: DictConfig, num_envs: int | None = None) -> int:
     """Worker processes for ``num_envs`` envs (default ``env.num_envs``).
 
     ``env.num_workers=auto``: one process for state observations (the fastest layout on
-    few cores), and for pixels one worker per core up to one per env (rendering is per core).
+    few cores), and for pixels one worker per core this process may use (its affinity:
+    cgroups, Slurm, taskset), shared among ``parallel_tasks`` jobs, up to one per env
+    (rendering is per core). Resolved where the job runs (a Ray job on its node).
     """
     n = int(cfg.env.num_envs if num_envs is None else num_envs)
     workers = cfg.env.num_workers
     if workers == "auto":
-        workers = min(n, os.cpu_count() or 1) if cfg.env.from_pixels else 1
+        workers = available_cpus() // int(cfg.parallel_tasks) if cfg.env.from_pixels else 1
     return max(1, min(int(workers), n))
 
 

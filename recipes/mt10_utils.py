@@ -1,16 +1,15 @@
 """Everything recipes/mt10.py builds, so that its loop reads as the paper's Fig. 1(b).
 
 Like TorchRL's ``sota-implementations/ppo/utils_mujoco.py``: demos, model, losses, buffer,
-collector, evaluation, one update, one log line and the job's outputs. The loop file never
+collector, evaluation, one update and one log line; the job's outputs (``result.json``,
+tables, stop messages) are in ``mt10_outputs.py`` and re-exported here. The loop file never
 builds an env, a model or a loss itself. Settings and the run directory: ``mt10_config.py``.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import math
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,14 +29,13 @@ from torchrl_chunk.keys import SUCCESS_KEY
 from torchrl_chunk.modules.precision import with_precision
 from torchrl_chunk.objectives import ChunkClipPPOLoss, PPOBCLoss, SelfBCLoss
 from torchrl_chunk.schedules import Constant, TanhWarmup
-from torchrl_chunk.video import realtime_fps, write_mp4
 from mt10_config import env_workers, learner_device
-from mt10_jobs import RESULT, ray_session
+from mt10_jobs import RESULT, ray_session  # noqa: F401 - RESULT: u.RESULT for the loop and tests
 from torchrl.collectors import Collector
 from torchrl.envs.utils import ExplorationType
 from torchrl.record.loggers import get_logger
 
-VIDEO = "eval.mp4"  # the first eval.video_episodes final-eval episodes (pixels only)
+from mt10_outputs import VIDEO, eval_protocol, finished_result, plot_curve, stop_message, write_result, write_tables  # noqa: F401
 
 
 class Seeds:
@@ -209,8 +207,9 @@ def check_footprint(cfg: DictConfig, buffer: LengthFilteredReplayBuffer, algo: s
     if cfg.env.from_pixels:
         print(f"{algo}/{task}: demo buffer of at most {fp.rows} rows x {fp.row_bytes / 1e3:.1f} kB: up to "
               f"{fp.ram_bytes / 1e9:.2f} GB of RAM and {fp.disk_bytes / 1e9:.2f} GB of disk (buffer.max_size)")
-    try:
-        check_capacity(fp.ram_bytes * int(cfg.parallel_tasks), fp.disk_bytes, job_dir)
+    try:  # the jobs of parallel_tasks side by side; not counted: env workers, finished jobs' checkpoints
+        jobs = int(cfg.parallel_tasks)
+        check_capacity(fp.ram_bytes * jobs, fp.disk_bytes * jobs, job_dir)
     except CapacityError as err:
         raise SystemExit(f"error: {algo}/{task}: the demo buffer (buffer.max_size={fp.rows} rows of "
                          f"{fp.row_bytes} B) does not fit: {err}") from err
@@ -244,7 +243,7 @@ def make_collector(cfg: DictConfig, job: Job) -> LocalCollection | distributed.R
     decisions = int(cfg.env.decisions_per_env or math.ceil(cfg.env.max_steps / job.horizon))
     make_env = functools.partial(
         make_metaworld_env, job.task, chunk_size=job.horizon, seed=int(cfg.seed), max_steps=cfg.env.max_steps,
-        from_pixels=cfg.env.from_pixels, image_size=cfg.env.image_size,
+        from_pixels=cfg.env.from_pixels, image_size=cfg.env.image_size, worker_timeout_s=cfg.env.worker_timeout_s,
     )
     if cfg.collector.backend == "ray":
         ray_session(cfg)
@@ -295,13 +294,14 @@ def evaluate(cfg: DictConfig, job: Job, episodes: int, record: int = 0, collecto
 
     kwargs = dict(chunk_size=job.horizon, max_steps=cfg.env.max_steps, eval_seed=cfg.eval.eval_seed,
                   from_pixels=cfg.env.from_pixels, image_size=cfg.env.image_size)
+    pool = dict(num_workers=env_workers(cfg, min(int(cfg.eval.num_envs), episodes)),
+                worker_timeout_s=cfg.env.worker_timeout_s)
     wave = min(int(cfg.eval.num_envs), episodes)
-    workers = env_workers(cfg, wave)
     env = None
-    if workers > 1:  # the waves' envs over worker processes, started once per job and wave size
+    if pool["num_workers"] > 1:  # the waves' envs over worker processes, started once per job and wave size
         if wave not in job.eval_envs:
-            job.eval_envs[wave] = make_metaworld_env(job.task, num_envs=wave, num_workers=workers, mode="eval",
-                                                     num_eval_configs=int(cfg.eval.episodes), **kwargs)
+            job.eval_envs[wave] = make_metaworld_env(job.task, num_envs=wave, mode="eval",
+                                                     num_eval_configs=int(cfg.eval.episodes), **pool, **kwargs)
         env = job.eval_envs[wave]
     return evaluation.evaluate_policy(policy, job.task, num_episodes=episodes, num_envs=cfg.eval.num_envs,
                                       record_episodes=record, env=env, **kwargs)
@@ -313,117 +313,10 @@ def close_eval_envs(job: Job) -> None:
     job.eval_envs.clear()
 
 
-def finished_result(cfg: DictConfig, job_dir: Path) -> dict | None:
-    """A job's ``result.json`` when it is complete and made with the current eval protocol.
-
-    ``None`` (the job goes on from its checkpoint) when it is missing, unreadable (a kill
-    while writing it) or made with other ``eval.episodes`` / ``eval.eval_seed`` (a resume
-    with new evaluation settings redoes the final evaluation only, from the final weights).
-    """
-    path = job_dir / RESULT
-    try:
-        result = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    protocol = result.get("eval", eval_protocol(cfg))  # result.json files before this field
-    if protocol != eval_protocol(cfg):
-        print(f"{result['algo']}/{result['task']}: evaluated with {protocol}, now {eval_protocol(cfg)}: "
-              "evaluating again from its final checkpoint")
-        return None
-    return result
-
-
-def eval_protocol(cfg: DictConfig) -> dict:
-    return {"episodes": int(cfg.eval.episodes), "eval_seed": int(cfg.eval.eval_seed)}
-
-
-def stop_message(algo: str, task: str, job_dir: Path, err: BaseException) -> str:
-    """One line: what stopped the job, its last good checkpoint, how to go on; traceback to a file."""
-    import traceback
-
-    log = job_dir / "error.log"
-    try:
-        job_dir.mkdir(parents=True, exist_ok=True)
-        log.write_text("".join(traceback.format_exception(err)))
-        where = f" (traceback in {log})"
-    except OSError:
-        where = ""
-    msg = f"error: {algo}/{task}: {' '.join(str(err).split())}"
-    state = job_dir / "checkpoint" / "state.pt"
-    run_dir = next((p.parent for p in job_dir.parents if p.name == "jobs"), job_dir)  # run_dir/jobs/algo/task[/seed_k]
-    if state.exists():
-        try:
-            iteration = torch.load(state, weights_only=False)["iteration"]
-        except Exception:  # noqa: BLE001 - the message must not fail
-            iteration = "unknown"
-        msg += (f" The last good checkpoint is {job_dir / 'checkpoint'} (iteration {iteration}): "
-                f"resume={run_dir} goes on from it with the same settings and data; to change "
-                "training settings (e.g. a lower optim.lr), start a new run_dir.")
-    return msg + where
-
-
 def quick_eval_due(cfg: DictConfig, env_steps: int, steps: int) -> bool:
     """After the iteration that crosses a multiple of ``train.eval_every_env_steps``, and at the end."""
     every = int(cfg.train.eval_every_env_steps)
     return env_steps // every > (env_steps - steps) // every or env_steps >= int(cfg.train.total_env_steps)
-
-
-def write_result(cfg: DictConfig, job: Job, metrics: dict, wall_time_s: float) -> dict:
-    """``result.json`` first, then the video and the learning curve (their failure costs nothing)."""
-    episodes = metrics.pop("episodes", None)
-    b = job.buffer
-    result = {
-        "algo": job.algo, "label": job.spec.label, "task": job.task, "seed": int(cfg.seed), "metrics": metrics,
-        "eval": eval_protocol(cfg),
-        "env_steps": job.state["env_steps"], "updates": job.state["updates"], "wall_time_s": wall_time_s,
-        "buffer": {"trajectories": b.num_trajectories, "admitted": b.stats.admitted, "rejected": b.stats.rejected,
-                   "incomplete": b.stats.incomplete, "evicted": b.stats.evicted, "length_limit": b.length_limit},
-        "history": job.state["history"],
-    }
-    tmp = job.dir / (RESULT + ".tmp")  # a kill leaves no truncated result.json
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, job.dir / RESULT)
-    if episodes is not None and episodes.frames:
-        frames = [episodes.frames[i] for i in sorted(episodes.frames)]
-        try:
-            write_mp4(frames, job.dir / VIDEO, fps=realtime_fps(job.horizon))
-        except Exception as err:  # noqa: BLE001 - the numbers are saved; say why there is no video
-            print(f"warning: {job.algo}/{job.task}: no {VIDEO} ({type(err).__name__}: {err})", file=sys.stderr)
-    plot_curve(result, job.dir / "learning_curve.png")
-    return result
-
-
-def plot_curve(result: dict, path: Path) -> None:
-    if len(result["history"]) < 2:
-        return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    hist = result["history"]
-    x = [r["env_steps"] for r in hist]
-    fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
-    ax[0].plot(x, [r["success_rate"] for r in hist], marker="o")
-    ax[0].set(xlabel="env steps", ylabel="success rate (quick eval)", ylim=(-0.02, 1.02))
-    ax[1].plot(x, [r["avg_shortest_10pct"] if r["avg_shortest_10pct"] is not None else math.nan for r in hist],
-               marker="o")
-    ax[1].set(xlabel="env steps", ylabel="Avg(l.) (quick eval)")
-    fig.suptitle(f"{result['label']} on {result['task']}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def write_tables(run_dir: Path, results: list[dict]) -> str:
-    table = evaluation.build_table(results, label_order=evaluation.TABLE_I_LABELS)
-    md = evaluation.results_to_markdown(table)
-    seeds = sorted({r.get("seed") for r in results if r.get("seed") is not None})
-    if len(seeds) > 1:
-        md += f"\nEach cell: the mean over seeds {', '.join(map(str, seeds))} (jobs/<algo>/<task>/seed_<k>/).\n"
-    (run_dir / "results.md").write_text(md)
-    (run_dir / "results.csv").write_text(evaluation.results_to_csv(table))
-    return md
 
 
 # ----------------------------------------------------------------------------------------
@@ -467,5 +360,6 @@ def log_iteration(job: Job, log, data, steps: int, bar, collector=None) -> dict[
     job.logger.log_metrics(row, step=state["env_steps"])
     bar.update(steps)
     bar.set_postfix(succ=f"{row['train_success']:.2f}", eval=f"{last['success_rate']:.2f}",
-                    beta=f"{row['beta']:.2f}", buf=buffer.num_trajectories, refresh=False)
+                    beta=f"{row['beta']:.2f}", buf=buffer.num_trajectories,
+                    collect=f"{row.get('collect_steps_per_s', 0):.0f}/s", refresh=False)  # env steps/s while collecting
     return row

@@ -82,19 +82,38 @@ def test_worker_error_comes_back_as_itself():
             env.step(td)
         assert "Traceback" in str(info.value.__cause__)  # the worker's traceback is chained
         td["action"] = torch.zeros(2, 4, 4)
-        env.step(td)  # the workers survive the error
+        with pytest.raises(WorkerError, match="reset it before stepping"):  # worker 0 did step
+            env.step(td)
+        td = env.reset()
+        env.step(td.set("action", torch.zeros(2, 4, 4)))  # the workers survive the error
     finally:
         env.close()
 
 
-def test_dead_worker_is_reported_not_hung():
+@pytest.mark.parametrize("victim", [0, 1])
+def test_dead_worker_is_reported_not_hung(victim):
+    """A worker killed while idle (its pipe already closed) or mid-command: one WorkerError,
+    the other workers' replies read, and the pool refuses further use."""
     env = make_metaworld_env(REACH, num_envs=2, num_workers=2, seed=1)
     try:
         td = env.reset()
-        os.kill(env.worker_pids()[1], signal.SIGKILL)
+        os.kill(env.worker_pids()[victim], signal.SIGKILL)
+        env._procs[victim].join(timeout=10)  # dead before the next command is sent
         td["action"] = torch.zeros(2, 4, 4)
-        with pytest.raises(WorkerError, match=r"env worker 1 \(pid \d+\) died during step \(exit code -9\)"):
+        with pytest.raises(WorkerError, match=rf"env worker {victim} \(pid \d+\) died during step \(exit code -9\)"):
             env.step(td)
+        with pytest.raises(WorkerError, match="cannot be used any more: close it and build a new one"):
+            env.reset()
+    finally:
+        env.close()
+
+
+def test_eval_pool_needs_the_configurations():
+    """Each worker would count its own configurations: a reset must say which ones."""
+    env = make_metaworld_env(REACH, num_envs=2, num_workers=2, mode="eval", num_eval_configs=4)
+    try:
+        with pytest.raises(ValueError, match="resets of this worker pool must pass 'config_index'"):
+            env.reset()
     finally:
         env.close()
 
@@ -104,3 +123,5 @@ def test_bad_settings_are_one_line_errors():
         make_metaworld_env(REACH, num_envs=2, num_workers=3)
     with pytest.raises(ValueError, match="start_method must be 'spawn' or 'forkserver'"):
         make_metaworld_env(REACH, num_envs=2, num_workers=2, start_method="fork")
+    with pytest.raises(ValueError, match="no non-tensor entries"):
+        make_metaworld_env(REACH, num_envs=2, num_workers=2, include_instruction=True)

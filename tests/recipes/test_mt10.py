@@ -121,10 +121,10 @@ PIXEL_TINY = ["preset=smoke", "algo=ours", "env.image_size=32", "env.num_envs=2"
 @requires_gl
 @pytest.mark.parametrize("model", ["pixel", "octo_small"])
 def test_pixel_models_run_in_the_recipe(tmp_path, model):
-    """Pixels render in env.num_workers=auto processes (2 here), collection and evaluation alike."""
+    """Pixels render in 2 worker processes, collection and evaluation alike."""
     # Octo also runs its learner and its acting in bf16 (model.precision; the preset=gpu setting)
     extra = ["model.size=tiny", "model.instructions=random", "model.precision=bf16"] if model == "octo_small" else []
-    proc = run([*PIXEL_TINY, f"model={model}", *extra, "run_dir=run"], tmp_path)
+    proc = run([*PIXEL_TINY, f"model={model}", "env.num_workers=2", *extra, "run_dir=run"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((tmp_path / "run/jobs/ours/reach-v3/seed_1/result.json").read_text())
     assert result["env_steps"] >= 100 and result["metrics"]["num_episodes"] == 2
@@ -174,10 +174,13 @@ def test_bad_input_is_reported_before_anything_is_written(tmp_path, args, messag
 
 
 def test_a_buffer_the_machine_cannot_hold_stops_before_training(tmp_path):
-    """The demo buffer's RAM at buffer.max_size rows is checked before SFT (48 GB for 2e8 state rows)."""
-    proc = run(["preset=smoke", "run_dir=run", "buffer.max_size=200000000"], tmp_path)
+    """The demo buffer's RAM at buffer.max_size rows is checked before SFT: twice this machine's
+    available memory in 241-byte state rows."""
+    available = next(int(l.split()[1]) * 1024 for l in open("/proc/meminfo") if l.startswith("MemAvailable"))
+    rows = 2 * available // 241
+    proc = run(["preset=smoke", "run_dir=run", f"buffer.max_size={rows}"], tmp_path)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
-    assert "the demo buffer (buffer.max_size=200000000 rows of 241 B) does not fit" in proc.stderr
+    assert f"the demo buffer (buffer.max_size={rows} rows of 241 B) does not fit" in proc.stderr
     assert "lower buffer.max_size" in proc.stderr
     assert not list((tmp_path / "run").rglob("checkpoint"))
 

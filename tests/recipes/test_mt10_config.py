@@ -63,6 +63,8 @@ def test_presets_pass():
         ("collector.backend=ray collector.workers=3", "env.num_envs=4 to be a multiple of collector.workers=3"),
         ("collector.backend=ray env.num_workers=4", "set env.num_workers=1 and scale with collector.workers"),
         ("eval.workers=0", "eval.workers must be >= 1"),
+        ("model.precision=bf16 collector.backend=ray", "model.precision=bf16 acts in bf16 only with collector.backend=local"),
+        ("env.worker_timeout_s=0", "env.worker_timeout_s must be > 0"),
         ("ray.job_gpus=-1", "ray.job_gpus must be >= 0"),
     ],
 )

@@ -47,7 +47,7 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from torchrl.envs import EnvBase
 
-__all__ = ["WorkerError", "WorkerPoolEnv", "default_start_method", "split_envs"]
+__all__ = ["WorkerError", "WorkerPoolEnv", "available_cpus", "default_start_method", "split_envs"]
 
 _POLL_S = 1.0  # how often a waiting parent checks that its workers are alive
 
@@ -60,14 +60,23 @@ class WorkerError(RuntimeError):
 _PRELOAD = ["torchrl_chunk.envs.workers", "torchrl_chunk.envs.metaworld"]
 
 
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask: cgroups, ``taskset``, Slurm), not the host's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def default_start_method() -> str:
     """``"forkserver"`` where the platform has it, else ``"spawn"``.
 
     A fork server is a fresh process (started like ``spawn``: no CUDA, no GL context, no
     learner threads) that imports torch, TorchRL and MuJoCo once; each worker is then
-    forked from it. Measured on 2 cores, a 2-worker pixel pool starts and resets in
-    2.3 s instead of 6-9 s with ``spawn`` (which re-imports everything, and the main
-    script, in every worker), and closes in 0.05 s instead of 1.2 s.
+    forked from it (and, as with ``spawn``, imports the main script, but finds the heavy
+    modules loaded). Measured on 2 cores, a 2-worker pixel pool starts and resets in 2.3 s
+    instead of 6-9 s with ``spawn``, and closes in 0.05 s instead of 1.2 s. The server is
+    one per process and keeps the environment (``MUJOCO_GL``...) of its first start.
     """
     return "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
 
@@ -152,8 +161,10 @@ class WorkerPoolEnv(EnvBase):
         start_method: ``"forkserver"`` (default where available, see
             :func:`default_start_method`) or ``"spawn"``; ``"fork"`` is refused (GL and
             CUDA state must not be inherited).
-        timeout_s: how long a command may take before the pool gives up (default: no
-            limit; a dead worker is detected within a second either way).
+        timeout_s: how long a command may take before the pool gives up and is broken
+            (default: no limit; a dead worker is detected within a second either way).
+        require_in_reset: a key every reset must carry (``"config_index"`` for eval-mode
+            envs, whose default order is per worker and would differ from one process).
 
     Resets honour ``"_reset"`` (``[N, 1]``) and pass ``"config_index"`` on to the
     workers; steps honour ``"_step"``. A worker none of whose envs is stepped gets no
@@ -171,6 +182,7 @@ class WorkerPoolEnv(EnvBase):
         offset: int = 0,
         start_method: str | None = None,
         timeout_s: float | None = None,
+        require_in_reset: str | None = None,
     ) -> None:
         start_method = start_method or default_start_method()
         if start_method not in ("spawn", "forkserver"):
@@ -209,10 +221,14 @@ class WorkerPoolEnv(EnvBase):
             buffer.update(spec.zero())
         self._buffer = buffer.share_memory_()
         self._procs, self._conns = [], []
+        self._owner = os.getpid()  # only this process stops the workers (not a forked copy)
+        self._broken: str | None = None
+        self._needs_reset = False
+        self._reset_required_key = require_in_reset
         ctx = mp.get_context(start_method)
         if start_method == "forkserver":  # the server imports these once; workers fork from it
             ctx.set_forkserver_preload(_PRELOAD)
-        lp_threads = max(1, (os.cpu_count() or 1) // self.num_workers)
+        lp_threads = max(1, available_cpus() // self.num_workers)
         try:
             for first, count in self._layout:
                 parent, child = ctx.Pipe()
@@ -231,51 +247,69 @@ class WorkerPoolEnv(EnvBase):
 
     # ------------------------------------------------------------------ messaging
     def _command(self, cmd: str, args: list, workers: list[int] | None = None) -> None:
-        """Send ``(cmd, args[k])`` to the workers (all by default), then wait for them.
+        """Send ``(cmd, args[k])`` to the workers (all by default), then wait for every one.
 
         Commands are pickled by hand (``send_bytes``): ``Connection.send`` would move every
         tensor into a new shared-memory segment, a file descriptor per tensor per step.
+        Every reply is read before anything is raised, so no stale reply is left in a pipe.
+        A dead or silent worker breaks the pool (every later command raises); an exception
+        in a step leaves the other workers' envs stepped, so the pool must be reset before
+        it steps again (one process checks every action before stepping any env).
         """
+        if self._broken is not None:
+            raise WorkerError(f"{self._broken}; this pool cannot be used any more: close it and build a new one.")
+        if cmd == "step" and self._needs_reset:
+            raise WorkerError("a step of this pool raised, leaving its envs out of step: reset it before stepping.")
         workers = list(range(self.num_workers)) if workers is None else workers
+        sent, failures = [], []
         for k in workers:
-            self._conns[k].send_bytes(pickle.dumps((cmd, args[k])))
-        failures = []
-        for k in workers:
-            conn = self._conns[k]
-            status, info = self._receive(k, conn, cmd)
-            if status == "error":
+            try:
+                self._conns[k].send_bytes(pickle.dumps((cmd, args[k])))
+                sent.append(k)
+            except (OSError, ValueError):  # BrokenPipeError: the worker is gone
+                failures.append((k, self._dead_message(k, cmd)))
+        for k in sent:
+            status, info = self._receive(k, cmd)
+            if status != "ok":
                 failures.append((k, info))
-        if failures:
-            k, (err, text, tb) = failures[0]
-            cause = WorkerError(f"env worker {k} (pid {self._procs[k].pid}) raised during {cmd}:\n{tb}")
-            if err is not None:
-                raise err from cause
-            raise WorkerError(f"env worker {k} raised during {cmd}: {text}") from cause
+        if not failures:
+            if cmd == "reset":
+                self._needs_reset = False
+            return
+        k, info = failures[0]
+        if isinstance(info, str):  # the worker died or did not answer
+            self._broken = info
+            raise WorkerError(info)
+        self._needs_reset = self._needs_reset or cmd == "step"
+        err, text, tb = info
+        cause = WorkerError(f"env worker {k} (pid {self._procs[k].pid}) raised during {cmd}:\n{tb}")
+        if err is not None:
+            raise err from cause
+        raise WorkerError(f"env worker {k} raised during {cmd}: {text}") from cause
 
-    def _receive(self, k: int, conn, cmd: str):
-        waited = 0.0
+    def _receive(self, k: int, cmd: str):
+        """Worker ``k``'s reply: ``("ok", None)``, ``("error", info)`` or ``("dead", message)``."""
+        conn, proc, waited = self._conns[k], self._procs[k], 0.0
         while not conn.poll(_POLL_S):
             waited += _POLL_S
-            proc = self._procs[k]
             if not proc.is_alive():
-                self._dead(k, cmd)
+                return "dead", self._dead_message(k, cmd)
             if self.timeout_s is not None and waited >= self.timeout_s:
-                raise WorkerError(
-                    f"env worker {k} (pid {proc.pid}) did not answer {cmd} within {self.timeout_s:.0f} s; "
-                    "it may be stuck in the simulator or the renderer."
-                )
+                return "dead", (f"env worker {k} (pid {proc.pid}) did not answer {cmd} within "
+                                f"{self.timeout_s:.0f} s; it may be stuck in the simulator or the renderer")
         try:
-            return pickle.loads(conn.recv_bytes())
-        except (EOFError, ConnectionError):
-            self._dead(k, cmd)
+            status, info = pickle.loads(conn.recv_bytes())
+        except (EOFError, OSError):
+            return "dead", self._dead_message(k, cmd)
+        except Exception as err:  # noqa: BLE001 - e.g. an exception class this process cannot rebuild
+            return "error", (None, f"{type(err).__name__}: {err}", "(the worker's reply could not be read)")
+        return status, info
 
-    def _dead(self, k: int, cmd: str):
+    def _dead_message(self, k: int, cmd: str) -> str:
         proc = self._procs[k]
         proc.join(timeout=1.0)
-        raise WorkerError(
-            f"env worker {k} (pid {proc.pid}) died during {cmd} (exit code {proc.exitcode}); "
-            "see its output above for the cause (e.g. out of memory or a GL crash)."
-        )
+        return (f"env worker {k} (pid {proc.pid}) died during {cmd} (exit code {proc.exitcode}); see its "
+                "output above for the cause (e.g. out of memory or a GL crash)")
 
     def _per_worker(self, tensordict: TensorDictBase | None, keys: tuple[str, ...]) -> list:
         if tensordict is None:
@@ -288,6 +322,12 @@ class WorkerPoolEnv(EnvBase):
 
     # ------------------------------------------------------------------ EnvBase API
     def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
+        key = self._reset_required_key
+        if key is not None and (tensordict is None or key not in tensordict.keys()):
+            raise ValueError(
+                f"resets of this worker pool must pass {key!r} (each worker would otherwise count "
+                f"its own fixed configurations): e.g. env.reset(TensorDict({{{key!r}: ...}}, [N]))."
+            )
         self._command("reset", self._per_worker(tensordict, ("_reset", "config_index")))
         return self._buffer.select(*self._reset_keys_out).clone()
 
@@ -307,6 +347,8 @@ class WorkerPoolEnv(EnvBase):
             self._command("seed", [int(seed)] * self.num_workers)
 
     def _stop_workers(self) -> None:
+        if getattr(self, "_owner", os.getpid()) != os.getpid():  # a forked copy: not our workers
+            return
         for conn in getattr(self, "_conns", []):
             try:
                 conn.send_bytes(pickle.dumps(("close", None)))

@@ -104,8 +104,8 @@ class AutocastPolicy(TensorDictModuleBase):
 
     A thin wrapper so that collectors and evaluation, which only call ``policy(td)``,
     act in bf16. The wrapped policy's parameters stay fp32 and shared (no copy): what
-    the learner updates is what acts. The autocast device is that of the input
-    tensordict (or of its first tensor), so the wrapper follows ``policy.to(device)``.
+    the learner updates is what acts. The autocast device is that of the policy's
+    parameters, so the wrapper follows ``policy.to(device)``.
     ``get_dist`` is forwarded under the same autocast.
 
     Args:
@@ -121,10 +121,9 @@ class AutocastPolicy(TensorDictModuleBase):
         self.out_keys = list(policy.out_keys)
 
     def _autocast(self, tensordict: TensorDictBase):
-        device = tensordict.device
-        if device is None:
-            first = next(iter(tensordict.values(True, True)), None)
-            device = first.device if isinstance(first, torch.Tensor) else None
+        # where the policy computes: its parameters' device (the input may still be on CPU)
+        param = next(self.policy.parameters(), None)
+        device = param.device if param is not None else tensordict.device
         return autocast(self.precision, device)
 
     def forward(self, tensordict: TensorDictBase, *args, **kwargs) -> TensorDictBase:

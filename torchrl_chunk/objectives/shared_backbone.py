@@ -127,6 +127,9 @@ class BackboneReuse:
         modules: the shared TensorDict modules (see :func:`shared_modules`).
         detach: replay detached outputs (for a critic bound to detached parameters).
 
+    Replayed outputs are the recorded ones: a backbone with dropout active (train mode)
+    shares its dropout masks between actor and critic, where two passes would draw two.
+
     Use ``with reuse.recording():`` around the actor's evaluation and
     ``with reuse.replaying():`` around the critic's, then :meth:`clear`. Each context
     sets an instance-level ``forward`` on the modules and restores them on exit.
@@ -135,7 +138,7 @@ class BackboneReuse:
     def __init__(self, modules: list[TensorDictModuleBase], *, detach: bool = False) -> None:
         self.modules = list(modules)
         self.detach = detach
-        self._records: dict[int, tuple[tuple, dict]] = {}
+        self._records: dict[int, tuple[tuple, dict, tuple]] = {}
         self.replays = 0  # replayed calls so far (a count for tests and logs)
 
     def clear(self) -> None:
@@ -189,7 +192,10 @@ class BackboneReuse:
             ):
                 outputs = {key: out.get(key, None) for key in module.out_keys}
                 if all(isinstance(v, torch.Tensor) for v in outputs.values()):
-                    self._records[id(module)] = (sig, outputs)
+                    # the inputs are held too: a freed input's memory reused by a new tensor
+                    # (same address, version 0) must not match the signature
+                    inputs = tuple(tensordict.get(key) for key in module.in_keys)
+                    self._records[id(module)] = (sig, outputs, inputs)
             return out
 
         return reuse_forward

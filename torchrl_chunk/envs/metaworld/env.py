@@ -336,6 +336,7 @@ def make_metaworld_env(
     num_workers: int = 1,
     worker_index_offset: int = 0,
     start_method: str | None = None,
+    worker_timeout_s: float | None = None,
     reward_aggregation: RewardAggregation = "sum",
     gamma: float | None = None,
     device: torch.device | str = "cpu",
@@ -363,6 +364,8 @@ def make_metaworld_env(
             core. Any ``1 <= W <= N``; train and eval mode.
         start_method: how workers start, ``"forkserver"`` (default where available) or
             ``"spawn"``.
+        worker_timeout_s: seconds a worker may take for one command before the pool
+            raises (``None``: no limit; a dead worker is reported within a second anyway).
         worker_index_offset: index of the first sub-env in a larger batch split over
             processes or machines: sub-env ``i`` is seeded as sub-env
             ``worker_index_offset + i`` of one env with all of them (e.g. the second of
@@ -388,6 +391,11 @@ def make_metaworld_env(
         device=device,
     )
     if num_workers > 1:  # W processes x N/W envs each, chunks executed in the workers
+        if num_envs is None or include_instruction:
+            raise ValueError(
+                f"num_workers={num_workers} needs an integer num_envs (got {num_envs}) and no "
+                "non-tensor entries (include_instruction=False; the instruction is a constant of the task)."
+            )
         if torch.device(device).type != "cpu":
             raise ValueError(
                 f"num_workers={num_workers} keeps the envs on CPU (device={device} was asked): "
@@ -397,10 +405,10 @@ def make_metaworld_env(
             make_metaworld_env, name, chunk_size=chunk_size, num_workers=1,
             reward_aggregation=reward_aggregation, gamma=gamma, **kwargs,
         )
-        pool = WorkerPoolEnv(
-            inner, num_envs, num_workers, offset=worker_index_offset, start_method=start_method
+        return WorkerPoolEnv(
+            inner, num_envs, num_workers, offset=worker_index_offset, start_method=start_method,
+            timeout_s=worker_timeout_s, require_in_reset="config_index" if mode == "eval" else None,
         )
-        return pool
     base: EnvBase = MetaWorldEnv(name, num_envs=num_envs, worker_index_offset=worker_index_offset, **kwargs)
     if chunk_size is None:
         return base
