@@ -56,7 +56,7 @@ class WorkerError(RuntimeError):
     """A worker process died, or raised an exception that could not be rebuilt here."""
 
 
-#: Modules a fork server imports before forking workers (it never imports ``__main__``).
+#: Modules a fork server imports once before forking workers (see :func:`default_start_method`).
 _PRELOAD = ["torchrl_chunk.envs.workers", "torchrl_chunk.envs.metaworld"]
 
 
@@ -99,6 +99,7 @@ def _worker(make_env, num_envs, offset, buffer, conn, lp_threads) -> None:
     os.environ.setdefault("LP_NUM_THREADS", str(lp_threads))  # Mesa llvmpipe's threads
     torch.set_num_threads(1)
     env, startup_error = None, None
+    keys = list(buffer.keys(True, True))  # what the parent reads back: the env's output entries
     try:  # built before the first command: W workers start up side by side
         env = make_env(num_envs=num_envs, worker_index_offset=offset)
     except BaseException as err:  # noqa: BLE001 - reported at the first command
@@ -124,7 +125,7 @@ def _worker(make_env, num_envs, offset, buffer, conn, lp_threads) -> None:
             else:
                 raise ValueError(f"unknown worker command {cmd!r}")
             if out is not None:
-                buffer.update_(out.select(*buffer.keys(True, True), strict=False))
+                buffer.update_(out.select(*keys, strict=False))
             conn.send_bytes(pickle.dumps(("ok", None)))
         except BaseException as err:  # noqa: BLE001 - every error goes back to the parent
             conn.send_bytes(pickle.dumps(("error", _describe(err))))
