@@ -10,27 +10,12 @@ import torch
 from tensordict import TensorDict
 
 from _loss_helpers import make_actor_critic
+from _trajectories import A, OBS, traj
 from torchrl_chunk.data import LengthFilteredReplayBuffer
 from torchrl_chunk.objectives import SelfBCLoss
 
-H, A, OBS = 4, 2, 5
+H = 4
 
-
-def traj(T, success=True, tag=0.0):
-    """A per-step trajectory; action[t] = tag + t/100 so rows can be traced back."""
-    t = torch.arange(T, dtype=torch.float32)
-    td = TensorDict(
-        {
-            ("observation", "state"): (tag + t).unsqueeze(-1).expand(T, OBS).clone(),
-            "action": (tag + t / 100).unsqueeze(-1).expand(T, A).clone(),
-            ("next", "done"): torch.zeros(T, 1, dtype=torch.bool),
-            ("next", "success"): torch.zeros(T, 1, dtype=torch.bool),
-        },
-        [T],
-    )
-    td["next", "done"][-1] = True
-    td["next", "success"][-1] = success
-    return td
 
 
 def chunked_traj(steps, success=True):
