@@ -294,9 +294,8 @@ def evaluate(cfg: DictConfig, job: Job, episodes: int, record: int = 0, collecto
 
     kwargs = dict(chunk_size=job.horizon, max_steps=cfg.env.max_steps, eval_seed=cfg.eval.eval_seed,
                   from_pixels=cfg.env.from_pixels, image_size=cfg.env.image_size)
-    pool = dict(num_workers=env_workers(cfg, min(int(cfg.eval.num_envs), episodes)),
-                worker_timeout_s=cfg.env.worker_timeout_s)
-    wave = min(int(cfg.eval.num_envs), episodes)
+    wave = min(int(cfg.eval.num_envs), episodes)  # the envs one evaluation wave runs at once
+    pool = dict(num_workers=env_workers(cfg, wave), worker_timeout_s=cfg.env.worker_timeout_s)
     env = None
     if pool["num_workers"] > 1:  # the waves' envs over worker processes, started once per job and wave size
         if wave not in job.eval_envs:
