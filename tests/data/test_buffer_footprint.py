@@ -161,7 +161,7 @@ def test_loads_the_previous_format_written_by_torchrl(tmp_path):
     assert (report.admitted, report.evicted, buf.trajectory_lengths) == (1, 0, [5, 6, 4, 6, 2, 5])
     assert buf.sample(4)["index"].tolist() == [17, 17, 18, 13]
     buf.dumps(tmp_path / "v3")  # and it saves in the new format
-    assert json.loads((tmp_path / "v3" / "length_filtered_buffer.json").read_text())["version"] == 3
+    assert json.loads((tmp_path / "v3" / "length_filtered_buffer.json").read_text())["version"] == 4
     assert not (tmp_path / "v3" / "storage").exists()
 
 

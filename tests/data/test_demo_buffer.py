@@ -319,7 +319,7 @@ def test_loads_a_buffer_saved_by_the_previous_version(tmp_path):
 def test_loads_refuses_a_newer_format(tmp_path):
     buffer().dumps(tmp_path / "c")
     meta_file = tmp_path / "c" / "length_filtered_buffer.json"
-    meta_file.write_text(meta_file.read_text().replace('"version": 3', '"version": 4'))
+    meta_file.write_text(meta_file.read_text().replace('"version": 4', '"version": 5'))
     with pytest.raises(ValueError, match="newer torchrl_chunk.*upgrade"):
         buffer().loads(tmp_path / "c")
 

@@ -2,6 +2,7 @@
 
 from torchrl_chunk.data.admission import AdmissionReport, admit, plan_eviction
 from torchrl_chunk.data.demo_buffer import LengthFilteredReplayBuffer
+from torchrl_chunk.data.length_limit import AdaptiveLengthLimit
 from torchrl_chunk.data.row_storage import BufferFootprint
 
-__all__ = ["AdmissionReport", "BufferFootprint", "LengthFilteredReplayBuffer", "admit", "plan_eviction"]
+__all__ = ["AdaptiveLengthLimit", "AdmissionReport", "BufferFootprint", "LengthFilteredReplayBuffer", "admit", "plan_eviction"]

@@ -15,14 +15,16 @@ from torchrl.data import TensorDictReplayBuffer
 from torchrl.envs.transforms import ActionChunkTransform
 
 from torchrl_chunk.data.admission import MODES, REASONS, AdmissionReport, BufferMode, admit, plan_eviction
+from torchrl_chunk.data.length_limit import AdaptiveLengthLimit
 from torchrl_chunk.data.row_storage import BufferFootprint, GrowingTensorStorage, LiveRowSampler, footprint
 from torchrl_chunk.data.trajectories import (
     chunk_rows, expert_trajectories, length_and_success, non_finite_key, split_trajectories)
 
 _META_FILE = "length_filtered_buffer.json"
 # 1: "incomplete" counted under stats["rejected"], no sampler RNG state; 1-2: TorchRL's dump of
-# all max_size storage rows under storage/; 3: the live rows only, ascending, under rows/.
-_META_VERSION = 3
+# all max_size storage rows under storage/; 3: the live rows only, ascending, under rows/;
+# 4: + the adaptive length limit's state, the paper's limit and the length weighting.
+_META_VERSION = 4
 _ROWS_DIR = "rows"
 
 
@@ -44,7 +46,15 @@ class LengthFilteredReplayBuffer:
     .. math:: L(x_i) \le \ell_{limit},
 
     where ``L`` is its length in env steps and ``ell_limit`` defaults to the length of the
-    longest expert trajectory (the paper's rule).
+    longest expert trajectory (the paper's rule). ``length_limit="adaptive"`` (or an
+    :class:`~torchrl_chunk.data.AdaptiveLengthLimit`) moves ``ell_limit`` with a quantile
+    of the agent's recent success lengths, never above the paper's limit, and evicts what
+    no longer qualifies (the maths is in :mod:`torchrl_chunk.data.length_limit`).
+
+    **Sampling**: uniform over rows by default; ``length_weighting`` :math:`\alpha > 0`
+    draws a row of a trajectory of length ``L`` with probability :math:`\propto L^{-\alpha}`
+    (:class:`~torchrl_chunk.data.row_storage.LiveRowSampler`); it can be changed at any
+    time (e.g. uniform for SFT, weighted for post-training).
 
     **Modes**: ``"filtered"`` (the paper), ``"static"`` (never updated after seeding: the
     "no buffer update" ablation), ``"unrestricted"`` (every successful trajectory is
@@ -82,7 +92,12 @@ class LengthFilteredReplayBuffer:
         horizon: the chunk length ``h``.
 
     Keyword Args:
-        length_limit: ``ell_limit`` in env steps; default: the longest expert trajectory.
+        length_limit: ``ell_limit`` in env steps; default (``None``): the longest expert
+            trajectory; ``"adaptive"`` or an ``AdaptiveLengthLimit``: that limit moved by
+            the agent's successes (``mode="filtered"`` only).
+        min_trajectories: the adaptive limit evicts no trajectory while the buffer holds
+            this many or fewer; default: the number of expert demos.
+        length_weighting: :math:`\alpha`, see Sampling (0: uniform).
         mode: ``"filtered"``, ``"static"`` or ``"unrestricted"``.
         max_size: capacity in rows.
         max_trajectories: optional capacity in trajectories.
@@ -107,7 +122,7 @@ class LengthFilteredReplayBuffer:
         expert_trajectories: Sequence[TensorDictBase] | TensorDictBase,
         *,
         horizon: int,
-        length_limit: int | None = None,
+        length_limit: int | Literal["adaptive"] | AdaptiveLengthLimit | None = None,
         mode: BufferMode = "filtered",
         max_size: int = 100_000,
         max_trajectories: int | None = None,
@@ -116,6 +131,8 @@ class LengthFilteredReplayBuffer:
         batch_size: int | None = None,
         action_bounds: tuple[float, float] | None = (-1.0, 1.0),
         generator: torch.Generator | None = None,
+        min_trajectories: int | None = None,
+        length_weighting: float = 0.0,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be 'filtered', 'static' or 'unrestricted', got {mode!r}.")
@@ -127,18 +144,30 @@ class LengthFilteredReplayBuffer:
         max_size = int(max_size)  # e.g. a numpy integer
         if max_trajectories is not None and max_trajectories < 1:
             raise ValueError(f"max_trajectories must be >= 1 or None, got {max_trajectories!r}.")
-        if length_limit is not None and length_limit < 1:
-            raise ValueError(f"length_limit must be >= 1 env step, got {length_limit}.")
+        self.adaptive: AdaptiveLengthLimit | None = None
+        if length_limit == "adaptive":
+            length_limit = AdaptiveLengthLimit()
+        if isinstance(length_limit, AdaptiveLengthLimit):
+            if mode != "filtered":
+                raise ValueError(f"an adaptive length_limit needs mode='filtered', got mode={mode!r}.")
+            self.adaptive, length_limit = length_limit, None
+        elif isinstance(length_limit, str) or (length_limit is not None and length_limit < 1):
+            raise ValueError(
+                f"length_limit must be a whole number of env steps >= 1, 'adaptive' or None, got {length_limit!r}.")
+        if min_trajectories is not None and min_trajectories < 0:
+            raise ValueError(f"min_trajectories must be >= 0 or None, got {min_trajectories!r}.")
         if storage not in ("memory", "memmap"):
             raise ValueError(f"storage must be 'memory' or 'memmap', got {storage!r}.")
         store = GrowingTensorStorage(max_size, memmap=storage == "memmap", scratch_dir=scratch_dir)
         self._sampler = LiveRowSampler(max_size, generator)
+        self._sampler.set_length_weighting(length_weighting)
         self.replay_buffer = TensorDictReplayBuffer(
             storage=store, sampler=self._sampler, batch_size=batch_size)
         self.horizon = horizon
         self.mode = mode
         self.max_size = max_size
         self.max_trajectories = max_trajectories
+        self.min_trajectories = min_trajectories
         self.action_bounds = action_bounds
         self._chunker = ActionChunkTransform(horizon, done_key=None)
         self._trajs: list[_Trajectory] = []
@@ -158,7 +187,10 @@ class LengthFilteredReplayBuffer:
                 f"max_size={self.max_size} rows, max_trajectories={self.max_trajectories}. "
                 "Raise them or pass fewer demos."
             )
-        self.length_limit = int(length_limit) if length_limit is not None else max(lengths)
+        self.base_length_limit = int(length_limit) if length_limit is not None else max(lengths)
+        self.length_limit = self.base_length_limit  # ell_t; moves only with an adaptive rule
+        if self.min_trajectories is None:
+            self.min_trajectories = len(experts)
         for traj, length in zip(experts, lengths):
             self._store(traj, length, expert=True)
 
@@ -173,12 +205,15 @@ class LengthFilteredReplayBuffer:
         Returns an :class:`AdmissionReport`; the running totals are in ``self.stats``.
         """
         report = AdmissionReport()
+        successes = []  # lengths of the finite successes offered, for the adaptive limit
         for traj in split_trajectories(trajectories):
             if traj is None:
                 report.incomplete += 1
                 continue
             length, success = length_and_success(traj, self.horizon)
             finite = non_finite_key(traj) is None
+            if success and finite:
+                successes.append(length)
             reason = admit(length, success, finite, self.mode, self.length_limit)
             if reason is None:
                 reason = self._make_room(traj.shape[0], length, report)
@@ -188,6 +223,10 @@ class LengthFilteredReplayBuffer:
                 report.admitted_lengths.append(length)
             else:
                 report.reject(reason)
+        if self.adaptive is not None:  # ell_t from the recent successes, then evict what exceeds it
+            self.adaptive.observe(successes)
+            self.length_limit = self.adaptive.limit(self.base_length_limit)
+            self._evict_too_long(report)
         self.stats.add(report)
         return report
 
@@ -215,6 +254,20 @@ class LengthFilteredReplayBuffer:
     @property
     def num_expert_trajectories(self) -> int:
         return sum(t.expert for t in self._trajs)
+
+    @property
+    def expert_row_fraction(self) -> float:
+        """Share of the stored rows that come from expert demos (1.0 at the start)."""
+        return sum(len(t.slots) for t in self._trajs if t.expert) / max(1, self._rows)
+
+    @property
+    def length_weighting(self) -> float:
+        """:math:`\alpha` of the sampling weights :math:`L^{-\alpha}` (0: uniform over rows)."""
+        return self._sampler.length_weighting
+
+    @length_weighting.setter
+    def length_weighting(self, alpha: float) -> None:
+        self._sampler.set_length_weighting(alpha)
 
     def metrics(self, prefix: str = "buffer/") -> dict[str, int]:
         """Running totals to log once per iteration (every reason present, 0 if unseen)."""
@@ -263,6 +316,10 @@ class LengthFilteredReplayBuffer:
             "horizon": self.horizon,
             "mode": self.mode,
             "length_limit": self.length_limit,
+            "base_length_limit": self.base_length_limit,
+            "adaptive": self.adaptive.state_dict() if self.adaptive is not None else None,
+            "min_trajectories": self.min_trajectories,
+            "length_weighting": self.length_weighting,
             "max_size": self.max_size,
             "max_trajectories": self.max_trajectories,
             "action_bounds": self.action_bounds,
@@ -324,6 +381,13 @@ class LengthFilteredReplayBuffer:
             stats["incomplete"] = stats["rejected"].pop("incomplete", 0)
         self.mode = meta["mode"]
         self.length_limit = meta["length_limit"]
+        if version >= 4:  # before: a fixed limit, uniform sampling
+            self.base_length_limit = meta["base_length_limit"]
+            self.adaptive = AdaptiveLengthLimit.from_state_dict(meta["adaptive"]) if meta["adaptive"] else None
+            self.min_trajectories = meta["min_trajectories"]
+            self.length_weighting = meta["length_weighting"]
+        else:
+            self.base_length_limit = meta["length_limit"]
         self.max_trajectories = meta["max_trajectories"]
         self.action_bounds = tuple(meta["action_bounds"]) if meta["action_bounds"] else None
         self._trajs = [_Trajectory(**t) for t in meta["trajectories"]]
@@ -332,7 +396,8 @@ class LengthFilteredReplayBuffer:
         self._next_traj_id = meta["next_traj_id"]
         self.stats = AdmissionReport(**stats)
         self._sampler._empty()
-        self._sampler.mark([s for t in self._trajs for s in t.slots], True)
+        for t in self._trajs:
+            self._sampler.mark(t.slots, True, t.length)
         self._rows = sum(len(t.slots) for t in self._trajs)
 
     # -- internals --------------------------------------------------------------------
@@ -345,6 +410,17 @@ class LengthFilteredReplayBuffer:
         )
         if victims is None:
             return "no_room"
+        self._evict(victims, report)
+        return None
+
+    def _evict_too_long(self, report: AdmissionReport) -> None:
+        """Evict trajectories longer than ``length_limit``, longest (then oldest) first,
+        while more than ``min_trajectories`` remain."""
+        order = sorted(range(len(self._trajs)), key=lambda i: (-self._trajs[i].length, i))
+        too_long = [i for i in order if self._trajs[i].length > self.length_limit]
+        self._evict(too_long[: max(0, len(self._trajs) - self.min_trajectories)], report)
+
+    def _evict(self, victims: list[int], report: AdmissionReport) -> None:
         for victim in [self._trajs[i] for i in victims]:
             self._free.extend(victim.slots)
             self._sampler.mark(victim.slots, False)
@@ -352,7 +428,6 @@ class LengthFilteredReplayBuffer:
         gone = set(victims)
         self._trajs = [t for i, t in enumerate(self._trajs) if i not in gone]
         report.evicted += len(victims)
-        return None
 
     def _store(self, traj: TensorDictBase, length: int, expert: bool) -> None:
         n = traj.shape[0]
@@ -368,12 +443,13 @@ class LengthFilteredReplayBuffer:
         )
         self.replay_buffer.storage.set(torch.tensor(slots), rows)
         self._trajs.append(_Trajectory(traj_id, length, slots, expert))
-        self._sampler.mark(slots, True)
+        self._sampler.mark(slots, True, length)
         self._rows += n
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(rows={len(self)}, trajectories={self.num_trajectories}, "
-                f"mode={self.mode!r}, length_limit={self.length_limit}, max_size={self.max_size})")
+                f"mode={self.mode!r}, length_limit={self.length_limit}{' (adaptive)' if self.adaptive else ''}, "
+                f"max_size={self.max_size})")
 
 
 __all__ = ["LengthFilteredReplayBuffer"]

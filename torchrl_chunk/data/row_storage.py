@@ -184,23 +184,45 @@ class GrowingTensorStorage(TensorStorage):
 
 
 class LiveRowSampler(Sampler):
-    """Uniform sampling over the storage rows that belong to live trajectories.
+    r"""Sampling over the storage rows that belong to live trajectories.
 
     Evicting a trajectory frees rows in the middle of the storage; this sampler never
     returns a freed row. Occupancy is a mask updated per admitted or evicted trajectory;
     the sorted index of live rows is built from it at most once between two changes.
     Its saved state is the generator's; occupancy comes from the buffer's table.
+
+    ``length_weighting`` :math:`\alpha` (default 0: uniform over rows) draws a row of a
+    trajectory of length :math:`L` (env steps) with probability
+
+    .. math:: p(\text{row}) \propto L^{-\alpha},
+
+    so :math:`\alpha = 1` makes every trajectory equally likely (a long one has more rows)
+    and :math:`\alpha > 1` favours the shorter ones. TorchRL's
+    ``PrioritizedSampler`` keeps priorities in a sum tree for TD-error updates and draws
+    with its own RNG (not our saved generator); a per-row weight set once at admission
+    needs only ``torch.multinomial``.
     """
 
     def __init__(self, max_size: int, generator: torch.Generator | None = None) -> None:
         super().__init__()
         self.occupied = torch.zeros(max_size, dtype=torch.bool)  # 1 byte per row: kept whole
+        self.row_length = torch.ones(max_size)  # the env-step length of each row's trajectory
+        self.length_weighting = 0.0
         self._live: torch.Tensor | None = None
+        self._weights: torch.Tensor | None = None
         self._gen = generator
 
-    def mark(self, slots: Sequence[int] | slice, occupied: bool) -> None:
+    def mark(self, slots: Sequence[int] | slice, occupied: bool, length: int | None = None) -> None:
         self.occupied[slots] = occupied
-        self._live = None
+        if length is not None:
+            self.row_length[slots] = float(length)
+        self._live = self._weights = None
+
+    def set_length_weighting(self, alpha: float) -> None:
+        if not (isinstance(alpha, (int, float)) and alpha >= 0 and alpha == alpha and alpha != float("inf")):
+            raise ValueError(f"length_weighting must be a finite number >= 0 (0 = uniform), got {alpha!r}.")
+        self.length_weighting = float(alpha)
+        self._weights = None
 
     @property
     def live(self) -> torch.Tensor:
@@ -213,7 +235,12 @@ class LiveRowSampler(Sampler):
         live = self.live
         if live.numel() == 0:
             raise RuntimeError("The demo buffer is empty: seed it with expert trajectories first.")
-        pick = torch.randint(live.numel(), (batch_size,), generator=self._gen)
+        if self.length_weighting == 0.0:
+            pick = torch.randint(live.numel(), (batch_size,), generator=self._gen)
+        else:
+            if self._weights is None:
+                self._weights = self.row_length[live].pow(-self.length_weighting)
+            pick = torch.multinomial(self._weights, batch_size, replacement=True, generator=self._gen)
         return live[pick], {}
 
     def _empty(self) -> None:
