@@ -93,6 +93,7 @@ def post_train(cfg: DictConfig, job: u.Job, position: int, wall) -> None:
     collector = u.make_collector(cfg, job)  # here, or Ray actors (collector.backend=ray)
     bar = tqdm(total=total, initial=state["env_steps"], desc=f"{job.algo} {job.task}", position=position,
                unit="step", dynamic_ncols=True, file=sys.stdout, mininterval=2.0)
+    buffer.length_weighting = float(cfg.buffer.length_weighting)  # SFT sampled uniformly
     try:  # the collector's workers stop on every path, an error of the first evaluation included
         if state["iteration"] == 0:
             state["history"].append({"env_steps": 0, **u.evaluate(cfg, job, cfg.train.quick_eval_episodes,
@@ -105,6 +106,7 @@ def post_train(cfg: DictConfig, job: u.Job, position: int, wall) -> None:
             with log.timer("admit"):  # offer every finished episode; the buffer admits short successes
                 if job.spec.bc:
                     buffer.extend([data[i] for i in range(data.shape[0])])
+                    u.set_bc_weight(cfg, job)  # bc.coeff, or decayed as the buffer fills with own successes
             data = data.to(job.device)
             with log.timer("update"):
                 with torch.no_grad(), autocast(job.ppo.precision, job.device):

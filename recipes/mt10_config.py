@@ -48,7 +48,9 @@ NUMERIC = {
     "ppo.critic_coeff": _num(0), "ppo.entropy_coeff": _num(0), "ppo.epochs": _int(1), "ppo.minibatch_size": _int(1),
     "bc.coeff": _num(0), "bc.batch_size": _int(1), "bc.pretrain_steps": _int(0), "bc.pretrain_batch_size": _int(1),
     "bc.pretrain_lr": _num(0, optional=True, open_lo=True),
-    "buffer.length_limit": _int(1, optional=True), "buffer.max_size": _int(1),
+    "buffer.max_size": _int(1), "buffer.length_weighting": _num(0), "bc.decay_floor": _num(0, 1, optional=True),
+    "buffer.adaptive.quantile": _num(0, 1, open_lo=True), "buffer.adaptive.window": _int(1),
+    "buffer.adaptive.min_successes": _int(1),
     "schedule.warmup_steps": _num(0, open_lo=True), "schedule.constant": _num(0),
     "optim.lr": _num(0, open_lo=True), "optim.critic_lr": _num(0, optional=True, open_lo=True),
     "optim.weight_decay": _num(0), "optim.max_grad_norm": _num(0, open_lo=True),
@@ -111,6 +113,13 @@ def check_config(cfg: DictConfig) -> None:
     if seeds is not None and not (OmegaConf.is_list(seeds) and len(seeds) and all(isinstance(k, int) and not isinstance(k, bool) and k >= 0
                                                       for k in seeds) and len(set(seeds)) == len(seeds)):
         errors.append(f"seeds must be null or a list of distinct integers >= 0 (e.g. seeds=[1,2,3]), got {seeds}")
+    limit = cfg.buffer.length_limit
+    if not (limit is None or limit == "adaptive" or (isinstance(limit, int) and not isinstance(limit, bool) and limit >= 1)):
+        errors.append(f"buffer.length_limit must be null (the longest expert demo), a number of env steps >= 1 "
+                      f"or adaptive, got {limit!r}")
+    if cfg.buffer.adaptive.min_successes > cfg.buffer.adaptive.window:
+        errors.append(f"buffer.adaptive.min_successes ({cfg.buffer.adaptive.min_successes}) must be <= "
+                      f"buffer.adaptive.window ({cfg.buffer.adaptive.window})")
     unknown = [n for n in cfg.algo.names if n not in cfg.algorithms]
     if unknown:
         errors.append(f"unknown algorithm(s) {unknown} in algo.names; valid: {', '.join(cfg.algorithms)}")

@@ -19,7 +19,7 @@ import torch
 from omegaconf import DictConfig
 
 from torchrl_chunk import distributed, evaluation
-from torchrl_chunk.data import LengthFilteredReplayBuffer
+from torchrl_chunk.data import AdaptiveLengthLimit, LengthFilteredReplayBuffer
 from torchrl_chunk.envs import MT10_TASKS, collect_expert_demos, derive_seed, load_demos, make_metaworld_env, save_demos
 from torchrl_chunk.envs.metaworld.simulator import RENDER_SAMPLES
 from torchrl_chunk.experiment import load_checkpoint
@@ -28,7 +28,7 @@ from torchrl_chunk.experiment import save_checkpoint as _save_checkpoint
 from torchrl_chunk.keys import SUCCESS_KEY
 from torchrl_chunk.modules.precision import with_precision
 from torchrl_chunk.objectives import ChunkClipPPOLoss, PPOBCLoss, SelfBCLoss
-from torchrl_chunk.schedules import Constant, TanhWarmup
+from torchrl_chunk.schedules import Constant, TanhWarmup, expert_share_decay
 from mt10_config import env_workers, learner_device
 from mt10_jobs import RESULT, ray_session  # noqa: F401 - RESULT: u.RESULT for the loop and tests
 from torchrl.collectors import Collector
@@ -168,10 +168,13 @@ def make_job(cfg: DictConfig, algo: str, task: str, job_dir: Path) -> Job:
     actor, critic = build_model(cfg, demos, h)
     actor, critic = actor.to(device), critic.to(device)
     gen = torch.Generator().manual_seed(derive_seed(seed, task_idx, Seeds.DEMO_SAMPLING))
+    limit = cfg.buffer.length_limit
+    if limit == "adaptive":  # only where the buffer admits by length (Ours); static/unrestricted keep theirs
+        limit = AdaptiveLengthLimit(**cfg.buffer.adaptive) if spec.buffer_mode == "filtered" else None
     buffer = LengthFilteredReplayBuffer(
-        demos.trajectories, horizon=h, mode=spec.buffer_mode, length_limit=cfg.buffer.length_limit,
+        demos.trajectories, horizon=h, mode=spec.buffer_mode, length_limit=limit,
         max_size=cfg.buffer.max_size, storage=cfg.buffer.storage, scratch_dir=job_dir / "buffer_scratch",
-        generator=gen,
+        generator=gen,  # uniform sampling for SFT; post_train sets buffer.length_weighting
     )
     check_footprint(cfg, buffer, algo, task, job_dir)
     precision = cfg.model.get("precision", "fp32")  # bf16: autocast over fp32 weights (modules/precision.py)
@@ -321,6 +324,15 @@ def quick_eval_due(cfg: DictConfig, env_steps: int, steps: int) -> bool:
 # ----------------------------------------------------------------------------------------
 # one update and one log line per iteration
 # ----------------------------------------------------------------------------------------
+def set_bc_weight(cfg: DictConfig, job: Job) -> float:
+    """``bc.coeff``, decayed by the expert share of the demo buffer when ``bc.decay_floor`` is set."""
+    coeff = float(cfg.bc.coeff)
+    if cfg.bc.decay_floor is not None:
+        coeff *= expert_share_decay(job.buffer.expert_row_fraction, float(cfg.bc.decay_floor))
+    job.bc.coeff.fill_(coeff)
+    return coeff
+
+
 def optimizer_step(cfg: DictConfig, job: Job, out) -> dict[str, torch.Tensor]:
     """Back-propagate the sum of the ``loss_*`` terms; clip each parameter group; step."""
     total = sum(v for k, v in out.items() if k.startswith("loss_"))
@@ -347,7 +359,7 @@ def log_iteration(job: Job, log, data, steps: int, bar, collector=None) -> dict[
     row.update(beta=job.loss.beta if job.spec.bc else 1.0,
                train_success=state["successes"] / max(1, state["episodes"]))
     if job.spec.bc:
-        row.update(buffer.metrics(prefix="buffer/"))
+        row.update(buffer.metrics(prefix="buffer/"), bc_coeff=float(job.bc.coeff))
     if collector is not None and collector.bytes_received:
         row.update({"collect/bytes_sent": collector.bytes_sent, "collect/bytes_received": collector.bytes_received,
                     "collect/restarts": collector.restarts})

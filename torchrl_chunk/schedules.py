@@ -84,4 +84,27 @@ class Constant(BetaSchedule):
         return f"value={self.constant:g}, t={int(self.t)}"
 
 
-__all__ = ["BetaSchedule", "Constant", "TanhWarmup"]
+def expert_share_decay(expert_fraction: float, floor: float) -> float:
+    r"""A BC weight that decays as the demo buffer fills with the agent's own successes.
+
+    .. math:: \lambda_t = f + (1 - f)\,ho_t,
+
+    where :math:`ho_t` is the share of the buffer's rows that come from expert demos
+    (1 at the start, falling as the agent's short successes are admitted and, with an
+    adaptive length limit, as slow experts are evicted) and :math:`f` the floor. The self-BC
+    loss is then multiplied by :math:`\lambda_t` (an option of the recipe, ``bc.decay_floor``;
+    the paper keeps it at 1). Rationale: once the buffer is mostly the agent's own behaviour,
+    imitating it mostly anchors the policy where it is; the decay hands the weight to PPO.
+
+    Example:
+        >>> expert_share_decay(1.0, 0.1), round(expert_share_decay(0.2, 0.1), 2)
+        (1.0, 0.28)
+    """
+    if not 0.0 <= expert_fraction <= 1.0:
+        raise ValueError(f"expert_fraction must lie in [0, 1], got {expert_fraction!r}.")
+    if not 0.0 <= floor <= 1.0:
+        raise ValueError(f"floor must lie in [0, 1], got {floor!r}.")
+    return floor + (1.0 - floor) * expert_fraction
+
+
+__all__ = ["BetaSchedule", "Constant", "TanhWarmup", "expert_share_decay"]
