@@ -59,6 +59,27 @@ def test_smoke_pipeline_writes_table_and_artifacts(smoke_run):
     assert "run directory" in proc.stdout
 
 
+def test_demo_levers_leave_sft_alone_and_act_in_post_training(smoke_run, tmp_path):
+    """Issue 11's levers (adaptive limit, length-weighted demo batches, BC decay): the SFT jobs
+    and Ours' SFT phase are those of the default run; post-training logs and uses them."""
+    levers = ["buffer.length_limit=adaptive", "buffer.adaptive.min_successes=1", "buffer.length_weighting=2",
+              "bc.decay_floor=0.2"]
+    proc = run(["preset=smoke", "run_dir=run", *levers], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    job = "jobs/{}/reach-v3/seed_1/result.json"
+    new, old = (json.loads((d / job.format("ours")).read_text()) for d in (tmp_path / "run", smoke_run[0]))
+    assert new["history"][0] == old["history"][0]  # after SFT, before post-training: the same policy
+    assert json.loads((tmp_path / "run" / job.format("sft")).read_text())["metrics"] == \
+        json.loads((smoke_run[0] / job.format("sft")).read_text())["metrics"]
+    assert new["history"][1:] != old["history"][1:] or new["updates"] != old["updates"] or new["buffer"] != old["buffer"]
+    logs = tmp_path / "run/jobs/ours/reach-v3/seed_1/logs/ours_reach-v3/scalars"
+    coeffs = [float(line.split(",")[1]) for line in (logs / "bc_coeff.csv").read_text().splitlines()]
+    assert coeffs[0] <= 1.0 and min(coeffs) < 1.0  # decayed once the agent's successes entered the buffer
+    saved = json.loads((tmp_path / "run/jobs/ours/reach-v3/seed_1/checkpoint/buffer/length_filtered_buffer.json")
+                       .read_text())
+    assert saved["adaptive"]["min_successes"] == 1 and saved["length_weighting"] == 2.0
+
+
 def test_resume_of_a_config_saved_before_a_new_setting(smoke_run, tmp_path):
     import shutil
 

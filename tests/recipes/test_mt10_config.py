@@ -35,6 +35,12 @@ def test_presets_pass():
     "override, message",
     [
         ("train.total_env_steps=-600", "train.total_env_steps must be >= 1, got -600"),
+        ("buffer.length_limit=shrinking", "buffer.length_limit must be null (the longest expert demo), a number"),
+        ("buffer.length_limit=0", "buffer.length_limit must be null"),
+        ("buffer.adaptive.quantile=0", "buffer.adaptive.quantile must be > 0"),
+        ("buffer.adaptive.min_successes=200", "buffer.adaptive.min_successes (200) must be <= buffer.adaptive.window"),
+        ("buffer.length_weighting=-1", "buffer.length_weighting must be >= 0"),
+        ("bc.decay_floor=1.5", "bc.decay_floor must be >= 0 and <= 1"),
         ("eval.episodes=0", "eval.episodes must be >= 1, got 0"),
         ("eval.episodes=129", "eval.episodes must be <= 128"),
         ("env.horizon=0", "env.horizon must be >= 1"),
@@ -86,6 +92,7 @@ def test_all_problems_are_reported_at_once():
 
 def test_optional_settings_accept_null():
     mt10_config.check_config(config("bc.pretrain_lr=null", "buffer.length_limit=null", "optim.critic_lr=null"))
+    mt10_config.check_config(config("buffer.length_limit=adaptive", "buffer.length_limit=60", "bc.decay_floor=0.1"))
 
 
 def test_octo_instruction_table_must_hold_mt10_in_task_order(tmp_path):
