@@ -2,38 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import numbers
-import shutil
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal, Sequence
 
 import torch
-from tensordict import TensorDict, TensorDictBase
+from tensordict import TensorDictBase
 from torchrl.data import TensorDictReplayBuffer
 from torchrl.envs.transforms import ActionChunkTransform
 
 from torchrl_chunk.data.admission import MODES, REASONS, AdmissionReport, BufferMode, admit, plan_eviction
+from torchrl_chunk.data.buffer_io import Trajectory as _Trajectory, dump_buffer, load_buffer
 from torchrl_chunk.data.length_limit import AdaptiveLengthLimit
 from torchrl_chunk.data.row_storage import BufferFootprint, GrowingTensorStorage, LiveRowSampler, footprint
 from torchrl_chunk.data.trajectories import (
     chunk_rows, expert_trajectories, length_and_success, non_finite_key, split_trajectories)
-
-_META_FILE = "length_filtered_buffer.json"
-# 1: "incomplete" counted under stats["rejected"], no sampler RNG state; 1-2: TorchRL's dump of
-# all max_size storage rows under storage/; 3: the live rows only, ascending, under rows/;
-# 4: + the adaptive length limit's state, the paper's limit and the length weighting.
-_META_VERSION = 4
-_ROWS_DIR = "rows"
-
-
-@dataclass
-class _Trajectory:
-    traj_id: int
-    length: int  # env steps
-    slots: list[int]  # storage rows
-    expert: bool
 
 
 class LengthFilteredReplayBuffer:
@@ -297,7 +280,7 @@ class LengthFilteredReplayBuffer:
         storage = "memory" if self.replay_buffer.storage.scratch_dir is None else "memmap"
         return footprint(self.max_size if rows is None else rows, self.row_bytes, self.max_size, storage)
 
-    # -- persistence ------------------------------------------------------------------
+    # -- persistence (torchrl_chunk/data/buffer_io.py) ----------------------------------
     def dumps(self, path: str | Path) -> None:
         """Save the live rows, the sampler's generator state and the trajectory table.
 
@@ -306,99 +289,15 @@ class LengthFilteredReplayBuffer:
         storage row, so sampling, the ``"index"`` of samples and later admissions and
         evictions continue exactly as without the round trip.
         """
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(path / _ROWS_DIR, ignore_errors=True)
-        self.replay_buffer.storage.dump_rows(path / _ROWS_DIR, self._sampler.live)
-        self._sampler.dumps(path / "sampler")
-        meta = {
-            "version": _META_VERSION,
-            "horizon": self.horizon,
-            "mode": self.mode,
-            "length_limit": self.length_limit,
-            "base_length_limit": self.base_length_limit,
-            "adaptive": self.adaptive.state_dict() if self.adaptive is not None else None,
-            "min_trajectories": self.min_trajectories,
-            "length_weighting": self.length_weighting,
-            "max_size": self.max_size,
-            "max_trajectories": self.max_trajectories,
-            "action_bounds": self.action_bounds,
-            "trajectories": [asdict(t) for t in self._trajs],
-            "free": self._free,
-            "next_slot": self._next_slot,
-            "next_traj_id": self._next_traj_id,
-            "stats": asdict(self.stats),
-        }
-        tmp = path / (_META_FILE + ".tmp")
-        tmp.write_text(json.dumps(meta))
-        tmp.replace(path / _META_FILE)  # the table is written last, atomically
+        dump_buffer(self, Path(path))
 
     def loads(self, path: str | Path) -> None:
         """Restore a buffer saved with :meth:`dumps` (same ``horizon``, ``max_size`` and row layout).
 
-        Reads every format so far (1-2: TorchRL's dump of all ``max_size`` rows). The
-        batch size given to the constructor is kept.
+        Reads every format so far (1-2: TorchRL's dump of all ``max_size`` rows; 1-3: a
+        fixed length limit). The batch size given to the constructor is kept.
         """
-        path = Path(path)
-        meta_file = path / _META_FILE
-        if not meta_file.is_file():
-            raise FileNotFoundError(
-                f"{path} is not a saved LengthFilteredReplayBuffer (no {_META_FILE}); "
-                "pass the directory given to dumps()."
-            )
-        try:
-            meta = json.loads(meta_file.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{meta_file} is corrupt ({err}); restore it from a backup.") from err
-        version = meta.get("version", 1)
-        if version > _META_VERSION:
-            raise ValueError(
-                f"{meta_file} was written by a newer torchrl_chunk (format {version}, this one "
-                f"reads up to {_META_VERSION}); upgrade torchrl_chunk to load it."
-            )
-        if meta["horizon"] != self.horizon or meta["max_size"] != self.max_size:
-            raise ValueError(
-                f"Saved buffer has horizon={meta['horizon']}, max_size={meta['max_size']}; this "
-                f"one has horizon={self.horizon}, max_size={self.max_size}. Build it with the same."
-            )
-        live = torch.tensor(sorted(s for t in meta["trajectories"] for s in t["slots"]), dtype=torch.long)
-        storage = self.replay_buffer.storage
-        if version < 3:  # rows at their storage row among all max_size rows
-            storage.load_rows(TensorDict.load_memmap(path / "storage"), live, src_index=live)
-        else:
-            rows = TensorDict.load_memmap(path / _ROWS_DIR)
-            if rows.shape[0] != live.numel():
-                raise ValueError(
-                    f"{path / _ROWS_DIR} holds {rows.shape[0]} rows, its table {live.numel()}; "
-                    "the dump is damaged: restore it from a backup."
-                )
-            storage.load_rows(rows, live)
-        storage.reserve(max(meta["next_slot"], 1))  # the allocation it had when saved
-        self._sampler.loads(path / "sampler")
-        stats = dict(meta["stats"])
-        if version == 1:  # "incomplete" was a rejection reason
-            stats["rejected"] = dict(stats["rejected"])
-            stats["incomplete"] = stats["rejected"].pop("incomplete", 0)
-        self.mode = meta["mode"]
-        self.length_limit = meta["length_limit"]
-        if version >= 4:  # before: a fixed limit, uniform sampling
-            self.base_length_limit = meta["base_length_limit"]
-            self.adaptive = AdaptiveLengthLimit.from_state_dict(meta["adaptive"]) if meta["adaptive"] else None
-            self.min_trajectories = meta["min_trajectories"]
-            self.length_weighting = meta["length_weighting"]
-        else:
-            self.base_length_limit = meta["length_limit"]
-        self.max_trajectories = meta["max_trajectories"]
-        self.action_bounds = tuple(meta["action_bounds"]) if meta["action_bounds"] else None
-        self._trajs = [_Trajectory(**t) for t in meta["trajectories"]]
-        self._free = list(meta["free"])
-        self._next_slot = meta["next_slot"]
-        self._next_traj_id = meta["next_traj_id"]
-        self.stats = AdmissionReport(**stats)
-        self._sampler._empty()
-        for t in self._trajs:
-            self._sampler.mark(t.slots, True, t.length)
-        self._rows = sum(len(t.slots) for t in self._trajs)
+        load_buffer(self, Path(path))
 
     # -- internals --------------------------------------------------------------------
     def _make_room(self, rows: int, length: int, report: AdmissionReport) -> str | None:
