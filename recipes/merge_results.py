@@ -11,6 +11,15 @@ others); when two runs have the same label, the later run directory wins for the
 they share, unless a ``DIR=TAG`` argument tags one run's labels as ``"<label> (TAG)"``
 (e.g. to compare budgets or seeds side by side). Writes <out>/results.md and
 <out>/results.csv and prints the markdown table.
+
+When some label has more than one seed, it also prints the statistics over seeds
+(torchrl_chunk.evaluation.write_statistics: per-task mean ± 95% t-interval, IQM and mean
+with 95% stratified-bootstrap CIs from rliable) and writes them to <out>/stats.md with
+<out>/aggregate.png, <out>/performance_profile.png and <out>/sample_efficiency.png.
+They need every label to have the same seeds on every task; otherwise a warning says
+what is missing and only the table is written. --reps sets the bootstrap replicates
+(50000, rliable's default: a few seconds per label; 2000 is enough for a quick look),
+--no-stats skips them.
 """
 
 from __future__ import annotations
@@ -20,11 +29,22 @@ import json
 import sys
 from pathlib import Path
 
-from torchrl_chunk.evaluation import TABLE_I_LABELS, build_table, results_to_csv, results_to_markdown
+from torchrl_chunk.evaluation import (
+    TABLE_I_LABELS,
+    build_table,
+    results_to_csv,
+    results_to_markdown,
+    write_statistics,
+)
 
 
 def collect(run_dirs: list[Path | str]) -> dict[str, dict[str, dict]]:
     """Table of ``label -> task -> metrics``; an argument ``DIR=TAG`` tags DIR's labels."""
+    return build_table(load_results(run_dirs), label_order=TABLE_I_LABELS)
+
+
+def load_results(run_dirs: list[Path | str]) -> list[dict]:
+    """The jobs' ``result.json`` dicts, in argument order; ``DIR=TAG`` tags DIR's labels."""
     results = []
     for arg in run_dirs:
         run_dir, _, tag = str(arg).partition("=")
@@ -37,7 +57,7 @@ def collect(run_dirs: list[Path | str]) -> dict[str, dict[str, dict]]:
             r = json.loads(f.read_text())
             r.setdefault("seed", seed)  # results from before seeds: the run's seed (a newer run replaces them)
             results.append({**r, "label": f"{r['label']} ({tag})" if tag else r["label"]})
-    return build_table(results, label_order=TABLE_I_LABELS)
+    return results
 
 
 def _run_seed(run_dir: Path) -> int | None:
@@ -52,15 +72,26 @@ def _run_seed(run_dir: Path) -> int | None:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dirs", nargs="+", help="run directories, each optionally DIR=TAG")
-    p.add_argument("--out", type=Path, default=None, help="directory for results.md/.csv")
+    p.add_argument("--out", type=Path, default=None, help="directory for results.md/.csv (and stats.md, PNGs)")
+    p.add_argument("--reps", type=int, default=50000, help="bootstrap replicates of the statistics over seeds")
+    p.add_argument("--no-stats", action="store_true", help="no statistics over seeds, only the table")
     args = p.parse_args(argv)
-    table = collect(args.run_dirs)
+    results = load_results(args.run_dirs)
+    table = build_table(results, label_order=TABLE_I_LABELS)
     md = results_to_markdown(table)
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "results.md").write_text(md)
         (args.out / "results.csv").write_text(results_to_csv(table))
     sys.stdout.write(md)
+    if not args.no_stats:
+        try:
+            stats = write_statistics(results, args.out, reps=args.reps)
+        except ValueError as err:  # seeds missing somewhere: the table above still stands
+            print(f"warning: no statistics over seeds: {err}", file=sys.stderr)
+        else:
+            if stats is not None:
+                sys.stdout.write("\n" + stats)
 
 
 if __name__ == "__main__":

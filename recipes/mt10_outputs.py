@@ -119,6 +119,12 @@ def plot_curve(result: dict, path: Path) -> None:
 
 
 def write_tables(run_dir: Path, results: list[dict]) -> str:
+    """``results.md``/``.csv`` (Table I); with several seeds also ``stats.md`` and its PNGs.
+
+    The statistics (``evaluation.write_statistics``: t-intervals, rliable's IQM and mean
+    with bootstrap CIs, plots) are appended to the returned Markdown; if the jobs do not
+    form a full seeds × tasks matrix, a warning says why and only the table is written.
+    """
     table = evaluation.build_table(results, label_order=evaluation.TABLE_I_LABELS)
     md = evaluation.results_to_markdown(table)
     seeds = sorted({r.get("seed") for r in results if r.get("seed") is not None})
@@ -126,4 +132,11 @@ def write_tables(run_dir: Path, results: list[dict]) -> str:
         md += f"\nEach cell: the mean over seeds {', '.join(map(str, seeds))} (jobs/<algo>/<task>/seed_<k>/).\n"
     (run_dir / "results.md").write_text(md)
     (run_dir / "results.csv").write_text(evaluation.results_to_csv(table))
+    if len(seeds) > 1:
+        try:
+            stats = evaluation.write_statistics(results, run_dir)
+        except ValueError as err:
+            print(f"warning: no stats.md: {err}", file=sys.stderr)
+        else:
+            md += "" if stats is None else "\n" + stats
     return md

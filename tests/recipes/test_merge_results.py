@@ -71,3 +71,87 @@ def test_tagged_run_gets_its_own_columns(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[2] == "|  | Ours | Ours (450k) | Ours | Ours (450k) | Ours | Ours (450k) |"
     assert lines[3].startswith("| Reach | 0.50 | 1.00 | 30.00 | 20.00 |")
+
+
+def write_seed_result(run: Path, algo: str, label: str, task: str, seed: int, acc: float, history=()):
+    job = run / "jobs" / algo / task / f"seed_{seed}"
+    job.mkdir(parents=True)
+    metrics = {"success_rate": acc, "len_p10": 60.0 - 30 * acc, "avg_shortest_10pct": 60.0 - 30 * acc}
+    (job / "result.json").write_text(json.dumps({"label": label, "task": task, "seed": seed, "metrics": metrics,
+                                                 "history": list(history)}))
+
+
+def multi_seed_runs(tmp_path: Path, seeds=(0, 1, 2)) -> list[str]:
+    """An SFT run and an Ours run (with quick-evaluation histories), both of ``seeds`` on two tasks."""
+    for seed in seeds:
+        for i, task in enumerate(("reach-v3", "push-v3")):
+            write_seed_result(tmp_path / "sft", "sft", "SFT", task, seed, 0.3 + 0.1 * seed)
+            hist = [{"env_steps": s, "success_rate": 0.3 + s / 20000, "avg_shortest_10pct": 80.0 - s / 500}
+                    for s in (0, 5000, 10000)]
+            write_seed_result(tmp_path / "ours", "ours", "Ours", task, seed, 0.7 + 0.1 * seed - 0.05 * i, hist)
+    return [str(tmp_path / "sft"), str(tmp_path / "ours")]
+
+
+PNGS = ("aggregate.png", "performance_profile.png", "sample_efficiency.png")
+
+
+def test_several_seeds_write_stats_and_plots(tmp_path, capsys):
+    merge_results.main([*multi_seed_runs(tmp_path), "--out", str(tmp_path / "m"), "--reps", "200"])
+    out = capsys.readouterr().out
+    stats = (tmp_path / "m" / "stats.md").read_text()
+    assert out == (tmp_path / "m" / "results.md").read_text() + "\n" + stats
+    assert "3 seeds (0, 1, 2)" in stats and "200 reps" in stats
+    assert "| Reach | 0.40 ± 0.25 | 0.80 ± 0.25 |" in stats  # 0.3/0.4/0.5: s = 0.1, t_{0.975,2} 0.1/sqrt(3) = 0.248
+    assert "| SFT | 0.40 [" in stats and "| Ours | 0.77 [" in stats  # IQM: mean of the middle 4 of 6 runs (0.775)
+    for name in PNGS:
+        assert (tmp_path / "m" / name).read_bytes().startswith(b"\x89PNG")
+
+
+def test_several_seeds_without_out_print_stats_only(tmp_path, capsys):
+    merge_results.main([*multi_seed_runs(tmp_path), "--reps", "200"])
+    assert "## Statistics over seeds" in capsys.readouterr().out
+    assert not list(tmp_path.glob("**/*.png")) and not list(tmp_path.glob("**/stats.md"))
+
+
+def test_no_stats_flag_and_one_seed_write_no_stats(tmp_path, capsys):
+    runs = multi_seed_runs(tmp_path)
+    merge_results.main([*runs, "--out", str(tmp_path / "m"), "--no-stats"])
+    assert (tmp_path / "m" / "results.md").exists() and not (tmp_path / "m" / "stats.md").exists()
+    one = multi_seed_runs(tmp_path / "one", seeds=(4,))
+    merge_results.main([*one, "--out", str(tmp_path / "m1"), "--reps", "200"])
+    assert (tmp_path / "m1" / "results.md").exists()
+    assert not (tmp_path / "m1" / "stats.md").exists() and not list((tmp_path / "m1").glob("*.png"))
+    assert "Statistics" not in capsys.readouterr().out
+
+
+def test_ragged_seeds_warn_and_keep_the_table(tmp_path, capsys):
+    runs = multi_seed_runs(tmp_path)
+    write_seed_result(tmp_path / "ours", "ours", "Ours", "reach-v3", 3, 0.9)  # seed 3 lacks push-v3
+    merge_results.main([*runs, "--out", str(tmp_path / "m"), "--reps", "200"])
+    err = capsys.readouterr().err
+    assert "warning: no statistics over seeds: label 'Ours' has no result for task 'push-v3' with seed(s) [3]" in err
+    assert (tmp_path / "m" / "results.md").exists() and not (tmp_path / "m" / "stats.md").exists()
+
+
+
+def test_the_recipe_writes_the_same_stats_as_merge_results(tmp_path, monkeypatch):
+    """recipes/mt10.py's write_tables and merge_results make stats.md with one library call."""
+    import functools
+
+    from torchrl_chunk import evaluation
+
+    monkeypatch.syspath_prepend(str(ROOT / "recipes"))
+    import mt10_outputs
+
+    monkeypatch.setattr(evaluation, "write_statistics", functools.partial(evaluation.write_statistics, reps=200))
+    runs = multi_seed_runs(tmp_path)
+    merge_results.main([*runs, "--out", str(tmp_path / "m"), "--reps", "200"])
+    (tmp_path / "run").mkdir()
+    md = mt10_outputs.write_tables(tmp_path / "run", merge_results.load_results(runs))
+    stats = (tmp_path / "run" / "stats.md").read_text()
+    assert stats == (tmp_path / "m" / "stats.md").read_text() and md.endswith("\n" + stats)
+    assert all((tmp_path / "run" / name).exists() for name in PNGS)
+    one = tmp_path / "one"
+    one.mkdir()
+    mt10_outputs.write_tables(one, merge_results.load_results(multi_seed_runs(one, seeds=(4,))))
+    assert (one / "results.md").exists() and not (one / "stats.md").exists()
