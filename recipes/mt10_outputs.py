@@ -80,7 +80,10 @@ def write_result(cfg: DictConfig, job, metrics: dict, wall_time_s: float) -> dic
         "eval": eval_protocol(cfg),
         "env_steps": job.state["env_steps"], "updates": job.state["updates"], "wall_time_s": wall_time_s,
         "buffer": {"trajectories": b.num_trajectories, "admitted": b.stats.admitted, "rejected": b.stats.rejected,
-                   "incomplete": b.stats.incomplete, "evicted": b.stats.evicted, "length_limit": b.length_limit},
+                   "incomplete": b.stats.incomplete, "evicted": b.stats.evicted, "length_limit": b.length_limit,
+                   "base_length_limit": b.base_length_limit, "adaptive": b.adaptive is not None,
+                   "length_weighting": b.length_weighting, "expert_trajectories": b.num_expert_trajectories,
+                   "bc_coeff": float(job.bc.coeff)},
         "history": job.state["history"],
     }
     tmp = job.dir / (RESULT + ".tmp")  # a kill leaves no truncated result.json
