@@ -53,3 +53,14 @@ def test_state_dict_round_trip(schedule):
     assert int(fresh.t) == 777
     assert fresh() == schedule()
     assert isinstance(schedule.state_dict()["t"], torch.Tensor)
+
+
+def test_expert_share_decay():
+    from torchrl_chunk.schedules import expert_share_decay
+
+    assert expert_share_decay(1.0, 0.1) == 1.0  # only expert rows: the paper's weight
+    assert expert_share_decay(0.0, 0.1) == pytest.approx(0.1)  # only the agent's own: the floor
+    assert expert_share_decay(0.5, 0.0) == pytest.approx(0.5)
+    for bad in ((1.5, 0.1), (0.5, -0.1), (0.5, 2.0)):
+        with pytest.raises(ValueError, match="must lie in"):
+            expert_share_decay(*bad)
