@@ -157,6 +157,17 @@ def test_markdown_tables():
     assert lines[j + 3].startswith(f"| Ours | {points['Ours'][0]:.2f} [{cis['Ours'][0, 0]:.2f}, {cis['Ours'][1, 0]:.2f}] |")
 
 
+def test_head_to_head_counts_tasks():
+    res = [result("Ours", t, s, acc, avg) for s in (0, 1) for t, acc, avg in
+           (("push-v3", 1.0, 40.0), ("reach-v3", 0.9, 30.0), ("door-open-v3", 0.5, 90.0))]
+    res += [result("PPO", t, s, acc, avg) for s in (0, 1) for t, acc, avg in
+            (("push-v3", 1.0, 45.0), ("reach-v3", 1.0, 20.0), ("door-open-v3", 0.2, None))]
+    md = statistics_markdown(compute_statistics(res, reps=REPS))
+    assert "| PPO | 2 of 3 | 2 of 3 |" in md  # Acc.: push (tie), door-open; Avg(l.): push, door-open (200)
+    assert "against each other label" not in statistics_markdown(
+        compute_statistics([r for r in res if r["label"] == "PPO"], reps=REPS))
+
+
 def test_write_statistics_files(tmp_path):
     md = write_statistics(synthetic(), tmp_path / "out", reps=REPS)
     assert (tmp_path / "out" / "stats.md").read_text() == md

@@ -35,12 +35,12 @@ from torchrl_chunk.evaluation.statistics import (
     aggregate_intervals,
     compute_statistics,
     history_matrix,
-    plot_statistics,
     score_matrix,
     statistics_markdown,
     task_intervals,
     write_statistics,
 )
+from torchrl_chunk.evaluation.stat_plots import plot_statistics
 from torchrl_chunk.evaluation.tables import (
     MISSING,
     TABLE_I_LABELS,

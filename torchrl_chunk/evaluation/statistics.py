@@ -69,7 +69,6 @@ __all__ = [
     "aggregate_intervals",
     "compute_statistics",
     "history_matrix",
-    "plot_statistics",
     "score_matrix",
     "statistics_markdown",
     "task_intervals",
@@ -81,7 +80,6 @@ MISSING_LENGTH = 200.0
 #: The metrics with statistics: ``(key in the metrics dict, column label)``; Avg(l.) is lower-is-better.
 STAT_METRICS = (("success_rate", "Acc."), ("avg_shortest_10pct", "Avg(l.)"))
 _LENGTHS = ("len_p10", "avg_shortest_10pct")
-_BAND_REPS = 2000
 
 
 def _seed_key(seed):
@@ -336,73 +334,22 @@ def statistics_markdown(stats: SeedStatistics, *, digits: int = 2) -> str:
             cells += [f"{points[lb][k]:.{digits}f} [{cis[lb][0, k]:.{digits}f}, {cis[lb][1, k]:.{digits}f}]"
                       for k in range(2)]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _head_to_head(stats, digits)) + "\n"
 
 
-def plot_statistics(
-    stats: SeedStatistics, results: Sequence[Mapping], out_dir: Path | str, *, seed: int = 0
-) -> list[Path]:
-    """``aggregate.png``, ``performance_profile.png`` and ``sample_efficiency.png`` in ``out_dir``.
-
-    The sample-efficiency figure needs a label with quick-evaluation histories
-    (:func:`history_matrix`) and is not written without one; labels without (SFT,
-    SFT-100) appear in it as a dashed horizontal line at their final IQM. Returns the
-    files written.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-    from rliable import plot_utils
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    band_reps = min(stats.reps, _BAND_REPS)
-    colors = dict(zip(stats.labels, sns.color_palette("colorblind", n_colors=len(stats.labels))))
-    written = []
-
-    names = [f"{agg} {name}" for _, name in STAT_METRICS for agg in ("IQM", "Mean")]
-    points = {lb: np.concatenate([stats.aggregates[m][0][lb] for m, _ in STAT_METRICS]) for lb in stats.labels}
-    cis = {lb: np.concatenate([stats.aggregates[m][1][lb] for m, _ in STAT_METRICS], axis=1) for lb in stats.labels}
-    fig, _ = plot_utils.plot_interval_estimates(points, cis, metric_names=names, algorithms=list(stats.labels),
-                                                colors=colors, row_height=0.6, xlabel="")
-    written.append(_save(fig, out_dir / "aggregate.png", plt))
-
-    taus = np.linspace(0.0, 1.0, 101)
-    profiles, bands = _bootstrap(stats.scores["success_rate"], lambda x: _fraction_above(x, taus),
-                                 band_reps, seed, stats.confidence)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    plot_utils.plot_performance_profiles(profiles, taus, performance_profile_cis=bands, colors=colors, ax=ax,
-                                         xlabel=r"Acc. ($\tau$)", ylabel=r"Fraction of runs with Acc. $> \tau$",
-                                         legend=True, legendsize="medium")
-    written.append(_save(fig, out_dir / "performance_profile.png", plt))
-
-    curves = {m: history_matrix(results, m, labels=stats.labels, tasks=stats.tasks) for m, _ in STAT_METRICS}
-    if curves["success_rate"]:
-        fig, axes = plt.subplots(1, len(STAT_METRICS), figsize=(12, 4.5))
-        for ax, (m, name) in zip(axes, STAT_METRICS):
-            lo = min(int(steps[0]) for steps, _ in curves[m].values())
-            hi = max(int(steps[-1]) for steps, _ in curves[m].values())
-            for lb in stats.labels:
-                if lb in curves[m]:
-                    steps, scores = curves[m][lb]
-                    est, band = _bootstrap({lb: scores}, _iqm, band_reps, seed, stats.confidence)
-                    plot_utils.plot_sample_efficiency_curve(steps, est, band, algorithms=[lb], colors=colors, ax=ax,
-                                                            xlabel="env steps", ylabel=f"IQM {name} (quick eval)",
-                                                            labelsize="large", ticklabelsize="medium")
-                else:
-                    ax.hlines(stats.aggregates[m][0][lb][0], lo, hi, colors=[colors[lb]], linestyles="dashed",
-                              label=f"{lb} (final)")
-            ax.legend(fontsize="medium")
-        written.append(_save(fig, out_dir / "sample_efficiency.png", plt))
-    return written
-
-
-def _save(fig, path: Path, plt) -> Path:
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return path
+def _head_to_head(stats: SeedStatistics, digits: int, reference: str = "Ours") -> list[str]:
+    """Per baseline: on how many tasks ``reference``'s mean over seeds is at least as good."""
+    if reference not in stats.labels or len(stats.labels) < 2:
+        return []
+    acc, length = (stats.scores[m] for m, _ in STAT_METRICS)
+    lines = ["", f"### {reference} against each other label, task by task (means over seeds)", "",
+             f"| Label | tasks where {reference}'s Acc. >= | tasks where {reference}'s Avg(l.) <= |", "|---|---|---|"]
+    for lb in stats.labels:
+        if lb != reference:
+            better_acc = int((acc[reference].mean(0).round(digits) >= acc[lb].mean(0).round(digits)).sum())
+            better_len = int((length[reference].mean(0).round(digits) <= length[lb].mean(0).round(digits)).sum())
+            lines.append(f"| {lb} | {better_acc} of {len(stats.tasks)} | {better_len} of {len(stats.tasks)} |")
+    return lines
 
 
 def write_statistics(
@@ -423,5 +370,7 @@ def write_statistics(
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         (Path(out_dir) / "stats.md").write_text(md)
+        from torchrl_chunk.evaluation.stat_plots import plot_statistics
+
         plot_statistics(stats, results, out_dir, seed=seed)
     return md
