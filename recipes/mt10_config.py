@@ -117,7 +117,8 @@ def check_config(cfg: DictConfig) -> None:
     if not (limit is None or limit == "adaptive" or (isinstance(limit, int) and not isinstance(limit, bool) and limit >= 1)):
         errors.append(f"buffer.length_limit must be null (the longest expert demo), a number of env steps >= 1 "
                       f"or adaptive, got {limit!r}")
-    if cfg.buffer.adaptive.min_successes > cfg.buffer.adaptive.window:
+    adaptive = cfg.buffer.adaptive
+    if all(isinstance(adaptive.get(k), int) for k in ("min_successes", "window")) and adaptive.min_successes > adaptive.window:
         errors.append(f"buffer.adaptive.min_successes ({cfg.buffer.adaptive.min_successes}) must be <= "
                       f"buffer.adaptive.window ({cfg.buffer.adaptive.window})")
     unknown = [n for n in cfg.algo.names if n not in cfg.algorithms]

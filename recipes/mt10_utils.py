@@ -200,6 +200,8 @@ def make_job(cfg: DictConfig, algo: str, task: str, job_dir: Path) -> Job:
         job.state.update({k: job.restored[k] for k in job.state})
         if "gen" in job.restored:  # checkpoints from before the buffer saved its own generator
             gen.set_state(job.restored["gen"])
+        if spec.bc and job.state["phase"] != "sft":  # the BC weight follows the restored buffer
+            set_bc_weight(cfg, job)
     return job
 
 

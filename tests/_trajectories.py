@@ -24,3 +24,24 @@ def traj(T, success=True, tag=0.0, image=False):
     td["next", "done"][-1] = True
     td["next", "success"][-1] = success
     return td
+
+
+H = 4  # the chunk length of the buffer tests
+
+
+def chunked_traj(steps, success=True):
+    """A trajectory from ChunkedEnv: one row per decision, chunks [T, H, A]."""
+    T = len(steps)
+    td = TensorDict(
+        {
+            ("observation", "state"): torch.randn(T, OBS),
+            "action": torch.randn(T, H, A) * 3,  # raw Gaussian samples, partly out of bounds
+            ("next", "steps_executed"): torch.tensor(steps).view(T, 1),
+            ("next", "done"): torch.zeros(T, 1, dtype=torch.bool),
+            ("next", "success"): torch.zeros(T, 1, dtype=torch.bool),
+        },
+        [T],
+    )
+    td["next", "done"][-1] = True
+    td["next", "success"][-1] = success
+    return td

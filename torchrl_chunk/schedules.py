@@ -87,9 +87,9 @@ class Constant(BetaSchedule):
 def expert_share_decay(expert_fraction: float, floor: float) -> float:
     r"""A BC weight that decays as the demo buffer fills with the agent's own successes.
 
-    .. math:: \lambda_t = f + (1 - f)\,ho_t,
+    .. math:: \lambda_t = f + (1 - f)\,\rho_t,
 
-    where :math:`ho_t` is the share of the buffer's rows that come from expert demos
+    where :math:`\rho_t` is the share of the buffer's rows that come from expert demos
     (1 at the start, falling as the agent's short successes are admitted and, with an
     adaptive length limit, as slow experts are evicted) and :math:`f` the floor. The self-BC
     loss is then multiplied by :math:`\lambda_t` (an option of the recipe, ``bc.decay_floor``;

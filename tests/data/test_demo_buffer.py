@@ -10,30 +10,12 @@ import torch
 from tensordict import TensorDict
 
 from _loss_helpers import make_actor_critic
-from _trajectories import A, OBS, traj
+from _trajectories import A, OBS, chunked_traj, traj
 from torchrl_chunk.data import LengthFilteredReplayBuffer
 from torchrl_chunk.objectives import SelfBCLoss
 
 H = 4
 
-
-
-def chunked_traj(steps, success=True):
-    """A trajectory from ChunkedEnv: one row per decision, chunks [T, H, A]."""
-    T = len(steps)
-    td = TensorDict(
-        {
-            ("observation", "state"): torch.randn(T, OBS),
-            "action": torch.randn(T, H, A) * 3,  # raw Gaussian samples, partly out of bounds
-            ("next", "steps_executed"): torch.tensor(steps).view(T, 1),
-            ("next", "done"): torch.zeros(T, 1, dtype=torch.bool),
-            ("next", "success"): torch.zeros(T, 1, dtype=torch.bool),
-        },
-        [T],
-    )
-    td["next", "done"][-1] = True
-    td["next", "success"][-1] = success
-    return td
 
 
 def buffer(mode="filtered", experts=(5, 8), **kw):

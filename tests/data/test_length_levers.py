@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from _trajectories import traj
+from _trajectories import chunked_traj, traj
 from torchrl_chunk.data import AdaptiveLengthLimit, LengthFilteredReplayBuffer
 
 H = 4
@@ -67,13 +67,21 @@ def test_adaptive_limit_shrinks_with_the_agents_successes_and_evicts_what_no_lon
     report = buf.extend([traj(70), traj(50), traj(30, success=False), traj(75)])
     assert buf.length_limit == 80 and report.admitted == 3  # 3 successes seen: the paper's limit
     report = buf.extend([traj(40), traj(45)])
-    # successes seen: 70, 50, 75, 40, 45 -> median 50; 60, 70, 75, 80 no longer qualify
+    # the offers count first: successes 70, 50, 75, 40, 45 -> median 50; 60, 70, 75, 80 are evicted
     assert buf.length_limit == 50
-    assert report.evicted == 4 and sorted(buf.trajectory_lengths) == [40, 45, 50]
+    assert report.evicted == 4 and report.admitted == 2 and sorted(buf.trajectory_lengths) == [40, 45, 50]
     assert buf.num_expert_trajectories == 0  # the experts were slower than the agent
-    report = buf.extend([traj(48), traj(60)])  # 60 is a success above the limit: not admitted
-    assert report.rejected == {"too_long": 1} and report.admitted == 1
-    assert buf.length_limit == 50  # window 70 50 75 40 45 48 60 -> median 50
+    report = buf.extend([traj(48), traj(60)])  # window 70 50 75 40 45 48 60 -> median 50
+    assert report.rejected == {"too_long": 1} and report.admitted == 1 and report.evicted == 0
+    assert buf.length_limit == 50
+
+
+def test_an_offer_is_judged_by_the_limit_its_own_batch_sets():
+    """No trajectory is stored and evicted in the same extend(): the limit moves first."""
+    buf = buffer(length_limit=AdaptiveLengthLimit(quantile=0.5, window=4, min_successes=2))
+    report = buf.extend([traj(30), traj(70)])  # median 30: the 70 is refused, not stored then evicted
+    assert buf.length_limit == 30 and report.admitted == 1 and report.rejected == {"too_long": 1}
+    assert report.admitted_lengths == [30]
 
 
 def test_adaptive_eviction_keeps_min_trajectories():
@@ -124,16 +132,38 @@ def test_uniform_rows_favour_long_trajectories_and_alpha_one_evens_them():
     buf.length_weighting = 1.0
     share = _trajectory_share(buf)
     assert share[80] == pytest.approx(0.5, abs=0.02)
-    buf.length_weighting = 2.0  # p(row) ~ L^-2: trajectory share ~ L^-1 -> 80/(80+20) for the short one
+    buf.length_weighting = 2.0  # trajectory share ~ 1/L -> 80/(80+20) for the short one
     share = _trajectory_share(buf)
     assert share[20] == pytest.approx(0.8, abs=0.02)
 
 
 def test_weights_follow_admissions_and_evictions():
-    buf = buffer(experts=(40,), length_weighting=1.0)
+    buf = buffer(experts=(40,), length_weighting=1.0, min_trajectories=1,
+                 length_limit=AdaptiveLengthLimit(quantile=0.5, window=4, min_successes=2))
     buf.extend([traj(10)])
     share = _trajectory_share(buf)
     assert share[10] == pytest.approx(0.5, abs=0.02)
+    buf.extend([traj(12), traj(30)])  # limit -> 12: the expert (40) and 30 are evicted / refused
+    assert sorted(buf.trajectory_lengths) == [10, 12]
+    share = _trajectory_share(buf)
+    assert set(share) == {10, 12} and share[10] == pytest.approx(0.5, abs=0.02)
+
+
+def test_weights_count_trajectories_not_rows():
+    """An expert demo has a row per env step, a chunked agent trajectory one per decision:
+    alpha = 1 still draws both equally often."""
+    buf = buffer(experts=(40,), length_weighting=1.0)
+    buf.extend([chunked_traj([4] * 10)])  # 40 env steps in 10 decisions
+    assert len(buf) == 50 and buf.trajectory_lengths == [40, 40]
+    expert_share = float(buf.sample(20000)["is_expert"].float().mean())
+    assert expert_share == pytest.approx(0.5, abs=0.02)
+    buf.length_weighting = 0.0  # uniform over rows: the expert's 40 rows against 10
+    assert float(buf.sample(20000)["is_expert"].float().mean()) == pytest.approx(0.8, abs=0.02)
+
+
+def test_large_weighting_does_not_underflow():
+    buf = buffer(experts=(200, 2), length_weighting=40.0)
+    assert _trajectory_share(buf, 2000)[2] == 1.0
 
 
 def test_zero_weighting_draws_exactly_as_before():
@@ -167,5 +197,8 @@ def test_loads_a_format_3_buffer_as_a_fixed_limit(tmp_path):
                                      generator=torch.Generator().manual_seed(99), length_limit="adaptive")
     buf.loads(saved)
     assert buf.trajectory_lengths == [6, 8, 5, 4] and buf.length_limit == buf.base_length_limit == 8
+    assert buf.adaptive is None  # the saved file wins: it was made with a fixed limit
     assert [buf.sample()["index"].tolist() for _ in range(2)] == [[5, 20, 15, 9], [17, 4, 0, 11]]
     assert buf.length_weighting == 0.0
+    buf.extend([traj(2, tag=700) for _ in range(20)])
+    assert buf.length_limit == 8

@@ -71,7 +71,14 @@ def test_demo_levers_leave_sft_alone_and_act_in_post_training(smoke_run, tmp_pat
     assert new["history"][0] == old["history"][0]  # after SFT, before post-training: the same policy
     assert json.loads((tmp_path / "run" / job.format("sft")).read_text())["metrics"] == \
         json.loads((smoke_run[0] / job.format("sft")).read_text())["metrics"]
-    assert new["history"][1:] != old["history"][1:] or new["updates"] != old["updates"] or new["buffer"] != old["buffer"]
+    assert new["buffer"]["adaptive"] and new["buffer"]["length_weighting"] == 2.0
+    assert new["buffer"]["length_limit"] <= new["buffer"]["base_length_limit"] == old["buffer"]["length_limit"]
+    assert new["buffer"]["bc_coeff"] < 1.0
+    # a job killed during its final evaluation: resumed, it writes the same result (the BC weight too)
+    (tmp_path / "run" / job.format("ours")).unlink()
+    proc = run(["resume=run"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((tmp_path / "run" / job.format("ours")).read_text())["buffer"] == new["buffer"]
     logs = tmp_path / "run/jobs/ours/reach-v3/seed_1/logs/ours_reach-v3/scalars"
     coeffs = [float(line.split(",")[1]) for line in (logs / "bc_coeff.csv").read_text().splitlines()]
     assert coeffs[0] <= 1.0 and min(coeffs) < 1.0  # decayed once the agent's successes entered the buffer

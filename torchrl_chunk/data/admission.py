@@ -114,7 +114,8 @@ class AdmissionReport:
             ``"failure"`` (no success), ``"too_long"`` (length > length_limit),
             ``"no_room"`` (the buffer is full of shorter trajectories).
         incomplete: trailing segments without a done flag (not offered).
-        evicted: stored trajectories removed to make room (longest first).
+        evicted: stored trajectories removed to make room (longest first), or because
+            an adaptive length limit fell below their length.
         admitted_lengths: env-step lengths of the admitted trajectories.
     """
 

@@ -118,8 +118,10 @@ def load_buffer(buf: LengthFilteredReplayBuffer, path: Path) -> None:
         buf.adaptive = AdaptiveLengthLimit.from_state_dict(meta["adaptive"]) if meta["adaptive"] else None
         buf.min_trajectories = meta["min_trajectories"]
         buf.length_weighting = meta["length_weighting"]
-    else:
+    else:  # the saved file wins: a fixed limit, uniform sampling
         buf.base_length_limit = meta["length_limit"]
+        buf.adaptive = None
+        buf.length_weighting = 0.0
     buf.max_trajectories = meta["max_trajectories"]
     buf.action_bounds = tuple(meta["action_bounds"]) if meta["action_bounds"] else None
     buf._trajs = [Trajectory(**t) for t in meta["trajectories"]]

@@ -35,8 +35,9 @@ class LengthFilteredReplayBuffer:
     no longer qualifies (the maths is in :mod:`torchrl_chunk.data.length_limit`).
 
     **Sampling**: uniform over rows by default; ``length_weighting`` :math:`\alpha > 0`
-    draws a row of a trajectory of length ``L`` with probability :math:`\propto L^{-\alpha}`
-    (:class:`~torchrl_chunk.data.row_storage.LiveRowSampler`); it can be changed at any
+    gives a trajectory of length ``L`` the share :math:`\propto L^{1-\alpha}` of the draws,
+    spread over its rows (1: every trajectory equally likely; 2: shares :math:`\propto 1/L`;
+    :class:`~torchrl_chunk.data.row_storage.LiveRowSampler`). It can be changed at any
     time (e.g. uniform for SFT, weighted for post-training).
 
     **Modes**: ``"filtered"`` (the paper), ``"static"`` (never updated after seeding: the
@@ -62,7 +63,7 @@ class LengthFilteredReplayBuffer:
     storage ``"index"``. Each env step's observation is stored once (in the row of that step
     or decision; ``("next", ...)`` entries are not stored) and keeps its dtype (uint8 images).
     Storage and sampling are a TorchRL :class:`~torchrl.data.TensorDictReplayBuffer`
-    (:attr:`replay_buffer`) whose sampler draws uniformly among live rows.
+    (:attr:`replay_buffer`) whose sampler draws among live rows (see Sampling).
 
     **Footprint**: the storage grows with the rows held (within 2x, never more than
     ``max_size``) and :meth:`dumps` writes the live rows only; :attr:`row_bytes` and
@@ -184,19 +185,22 @@ class LengthFilteredReplayBuffer:
         ``trajectories`` is one TensorDict ``[T]`` or a list of them (e.g. the rows of a
         collector batch); each may hold several consecutive trajectories delimited by
         ``("next", "done")``. A trailing segment without a done flag (an episode still
-        running) is not offered: it is counted in ``incomplete``.
+        running) is not offered: it is counted in ``incomplete``. With an adaptive limit,
+        the offered successes first update ``length_limit``, the offers are admitted under
+        the new limit, then stored trajectories that exceed it are evicted.
         Returns an :class:`AdmissionReport`; the running totals are in ``self.stats``.
         """
         report = AdmissionReport()
-        successes = []  # lengths of the finite successes offered, for the adaptive limit
+        offers = []
         for traj in split_trajectories(trajectories):
             if traj is None:
                 report.incomplete += 1
-                continue
-            length, success = length_and_success(traj, self.horizon)
-            finite = non_finite_key(traj) is None
-            if success and finite:
-                successes.append(length)
+            else:
+                offers.append((traj, *length_and_success(traj, self.horizon), non_finite_key(traj) is None))
+        if self.adaptive is not None:  # ell_t from the recent successes, these offers included
+            self.adaptive.observe(length for _, length, success, finite in offers if success and finite)
+            self.length_limit = self.adaptive.limit(self.base_length_limit)
+        for traj, length, success, finite in offers:
             reason = admit(length, success, finite, self.mode, self.length_limit)
             if reason is None:
                 reason = self._make_room(traj.shape[0], length, report)
@@ -206,9 +210,7 @@ class LengthFilteredReplayBuffer:
                 report.admitted_lengths.append(length)
             else:
                 report.reject(reason)
-        if self.adaptive is not None:  # ell_t from the recent successes, then evict what exceeds it
-            self.adaptive.observe(successes)
-            self.length_limit = self.adaptive.limit(self.base_length_limit)
+        if self.adaptive is not None:  # what no longer qualifies goes (newcomers all do)
             self._evict_too_long(report)
         self.stats.add(report)
         return report
@@ -218,7 +220,8 @@ class LengthFilteredReplayBuffer:
         return self.extend([trajectory])
 
     def sample(self, batch_size: int | None = None) -> TensorDictBase:
-        """A batch of BC rows drawn uniformly (with replacement) among the live rows."""
+        """A batch of BC rows drawn with replacement among the live rows (uniformly, or
+        weighted by trajectory length with ``length_weighting > 0``)."""
         return self.replay_buffer.sample(batch_size)
 
     def __len__(self) -> int:
@@ -245,7 +248,7 @@ class LengthFilteredReplayBuffer:
 
     @property
     def length_weighting(self) -> float:
-        """:math:`\alpha` of the sampling weights :math:`L^{-\alpha}` (0: uniform over rows)."""
+        """``alpha`` of the sampling weights (0: uniform over rows; see Sampling)."""
         return self._sampler.length_weighting
 
     @length_weighting.setter

@@ -67,7 +67,9 @@ class AdaptiveLengthLimit:
                  min_limit: int = 1) -> None:
         if not 0.0 < quantile <= 1.0:
             raise ValueError(f"quantile must lie in (0, 1], got {quantile!r}.")
-        if not (isinstance(window, int) and window >= 1):
+        if not (isinstance(quantile, (int, float)) and not isinstance(quantile, bool)):
+            raise ValueError(f"quantile must be a number in (0, 1], got {quantile!r}.")
+        if not (isinstance(window, int) and not isinstance(window, bool) and window >= 1):
             raise ValueError(f"window must be a whole number of trajectories >= 1, got {window!r}.")
         if not (isinstance(min_successes, int) and 1 <= min_successes <= window):
             raise ValueError(

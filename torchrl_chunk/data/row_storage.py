@@ -191,13 +191,18 @@ class LiveRowSampler(Sampler):
     the sorted index of live rows is built from it at most once between two changes.
     Its saved state is the generator's; occupancy comes from the buffer's table.
 
-    ``length_weighting`` :math:`\alpha` (default 0: uniform over rows) draws a row of a
-    trajectory of length :math:`L` (env steps) with probability
+    ``length_weighting`` :math:`\alpha`: 0 (default) draws uniformly over rows. With
+    :math:`\alpha > 0`, a trajectory of length :math:`L` (env steps) holding :math:`n` rows
+    gets the sampling mass
 
-    .. math:: p(\text{row}) \propto L^{-\alpha},
+    .. math:: P(\text{trajectory}) \propto L^{1-\alpha},
+              \qquad p(\text{row}) \propto L^{1-\alpha} / n,
 
-    so :math:`\alpha = 1` makes every trajectory equally likely (a long one has more rows)
-    and :math:`\alpha > 1` favours the shorter ones. TorchRL's
+    spread evenly over its rows: :math:`\alpha = 1` makes every trajectory equally likely,
+    :math:`\alpha = 2` gives it a share :math:`\propto 1/L`. Dividing by :math:`n` matters
+    because an expert demo holds one row per env step and a chunked agent trajectory one per
+    decision (:math:`n \approx L/h`). Weights are computed in float64 relative to the
+    shortest live trajectory, so no weight underflows. TorchRL's
     ``PrioritizedSampler`` keeps priorities in a sum tree for TD-error updates and draws
     with its own RNG (not our saved generator); a per-row weight set once at admission
     needs only ``torch.multinomial``.
@@ -206,16 +211,19 @@ class LiveRowSampler(Sampler):
     def __init__(self, max_size: int, generator: torch.Generator | None = None) -> None:
         super().__init__()
         self.occupied = torch.zeros(max_size, dtype=torch.bool)  # 1 byte per row: kept whole
-        self.row_length = torch.ones(max_size)  # the env-step length of each row's trajectory
+        self.row_length = torch.ones(max_size, dtype=torch.float64)  # env-step length of the row's trajectory
+        self.row_count = torch.ones(max_size, dtype=torch.float64)  # rows of the row's trajectory
         self.length_weighting = 0.0
         self._live: torch.Tensor | None = None
         self._weights: torch.Tensor | None = None
         self._gen = generator
 
     def mark(self, slots: Sequence[int] | slice, occupied: bool, length: int | None = None) -> None:
+        """Mark rows live or free; ``length``: the env-step length of the trajectory ``slots`` hold."""
         self.occupied[slots] = occupied
         if length is not None:
             self.row_length[slots] = float(length)
+            self.row_count[slots] = float(len(slots))
         self._live = self._weights = None
 
     def set_length_weighting(self, alpha: float) -> None:
@@ -239,7 +247,8 @@ class LiveRowSampler(Sampler):
             pick = torch.randint(live.numel(), (batch_size,), generator=self._gen)
         else:
             if self._weights is None:
-                self._weights = self.row_length[live].pow(-self.length_weighting)
+                length = self.row_length[live]
+                self._weights = (length / length.min()).pow(1.0 - self.length_weighting) / self.row_count[live]
             pick = torch.multinomial(self._weights, batch_size, replacement=True, generator=self._gen)
         return live[pick], {}
 
