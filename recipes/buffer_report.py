@@ -1,0 +1,90 @@
+"""What the demo buffer did, per task, next to how fast the policy got: the evidence for Table I.
+
+    python recipes/buffer_report.py RUN [RUN ...] [--label Ours] [--against PPO]
+
+Reads the same ``jobs/<algo>/<task>/seed_<k>/result.json`` files as ``merge_results.py`` and
+prints one markdown table, one row per task, means over the seeds of ``--label``:
+
+* the buffer at the end of training (``result.json``'s ``buffer`` record): the paper's length
+  limit ℓ_0 (longest expert demo), the limit it ended at (lower with ``length_limit=adaptive``),
+  the trajectories it held (of them the experts'), how many it evicted, and the BC weight;
+* the quick evaluations' Avg(l.) at each evaluation point (``history``; the k-th point of every
+  seed, whose env-step counts differ by less than one collection), so one can see whether the
+  episodes were still getting shorter when the budget ran out;
+* the final Avg(l.) of ``--label`` and of ``--against``, and on how many seeds ``--label``'s
+  was the shorter (a missing Avg(l.), no success at all, counts as 200, the episode cap).
+
+It is a report, not a statistic: the confidence intervals are in ``merge_results.py``'s stats.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+_spec = importlib.util.spec_from_file_location("merge_results", Path(__file__).with_name("merge_results.py"))
+_merge = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_merge)
+
+MISSING_LENGTH = 200.0  # the protocol's episode cap: what a task without a success counts as
+
+
+def _avg_len(metrics: dict) -> float:
+    value = metrics.get("avg_shortest_10pct")
+    return MISSING_LENGTH if value is None else float(value)
+
+
+def _fmt(values: list[float], digits: int = 1) -> str:
+    finite = [v for v in values if v is not None]
+    return f"{np.mean(finite):.{digits}f}" if finite else "-"
+
+
+def report(results: list[dict], label: str = "Ours", against: str = "PPO") -> str:
+    """The markdown table described in the module docstring."""
+    by_task: dict[str, dict[str, dict]] = defaultdict(lambda: defaultdict(dict))
+    for r in results:
+        by_task[r["task"]][r["label"]][r.get("seed")] = r  # a later run replaces an earlier seed
+    if not any(label in labels for labels in by_task.values()):
+        raise SystemExit(f"error: no result labelled {label!r}; pass --label with one of "
+                         f"{sorted({lab for labels in by_task.values() for lab in labels})}")
+    n_evals = max(len(r.get("history", [])) for labels in by_task.values() for r in labels.get(label, {}).values())
+    head = ["Task", "seeds", "ℓ_0", "limit at end", "stored (experts)", "evicted", "BC weight"]
+    head += [f"Avg(l.) eval {k}" for k in range(n_evals)] + [f"Avg(l.) {label}", f"Avg(l.) {against}",
+                                                             f"{label} shorter"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for task in sorted(by_task):
+        ours, other = by_task[task].get(label, {}), by_task[task].get(against, {})
+        if not ours:
+            continue
+        buf = [r.get("buffer") or {} for r in ours.values()]
+        curve = [_fmt([_avg_len(r["history"][k]) for r in ours.values() if len(r.get("history", [])) > k])
+                 for k in range(n_evals)]
+        shared = sorted(set(ours) & set(other), key=str)
+        wins = sum(_avg_len(ours[s]["metrics"]) < _avg_len(other[s]["metrics"]) for s in shared)
+        row = [task, str(len(ours)), _fmt([b.get("base_length_limit") for b in buf], 0),
+               _fmt([b.get("length_limit") for b in buf], 1),
+               f"{_fmt([b.get('trajectories') for b in buf])} ({_fmt([b.get('expert_trajectories') for b in buf])})",
+               _fmt([b.get("evicted") for b in buf]), _fmt([b.get("bc_coeff") for b in buf], 2), *curve,
+               _fmt([_avg_len(r["metrics"]) for r in ours.values()], 2),
+               _fmt([_avg_len(r["metrics"]) for r in other.values()], 2) if other else "-",
+               f"{wins}/{len(shared)}" if shared else "-"]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dirs", nargs="+", help="run directories (as for merge_results.py)")
+    p.add_argument("--label", default="Ours", help="the algorithm whose buffer is reported")
+    p.add_argument("--against", default="PPO", help="the algorithm whose final Avg(l.) is compared")
+    args = p.parse_args(argv)
+    sys.stdout.write(report(_merge.load_results(args.run_dirs), args.label, args.against))
+
+
+if __name__ == "__main__":
+    main()
