@@ -41,3 +41,13 @@ def test_unknown_label(tmp_path):
     write(tmp_path / "r", "ppo", "PPO", 1, 45.0)
     with pytest.raises(SystemExit, match="no result labelled 'Ours'; pass --label with one of \\['PPO'\\]"):
         buffer_report.main([str(tmp_path / "r")])
+
+
+def test_success_curve(tmp_path, capsys):
+    hist = [{"success_rate": 0.25, "avg_shortest_10pct": 90.0}, {"success_rate": 0.5, "avg_shortest_10pct": 80.0}]
+    write(tmp_path / "r", "ours", "Ours", 1, 80.0, hist, {})
+    write(tmp_path / "r", "ours", "Ours", 2, 80.0, [{**h, "success_rate": 1.0} for h in hist], {})
+    buffer_report.main([str(tmp_path / "r"), "--curve", "acc"])
+    head, _, row = capsys.readouterr().out.splitlines()
+    assert "Acc. eval 1" in head
+    assert row.split(" | ")[7:9] == ["0.62", "0.75"]
