@@ -28,11 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
+from torchrl_chunk.evaluation import MISSING_LENGTH  # no success: the episode cap, as in the statistics
+
 _spec = importlib.util.spec_from_file_location("merge_results", Path(__file__).with_name("merge_results.py"))
 _merge = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_merge)
-
-MISSING_LENGTH = 200.0  # the protocol's episode cap: what a task without a success counts as
 
 
 def _avg_len(metrics: dict) -> float:
