@@ -105,7 +105,8 @@ def post_train(cfg: DictConfig, job: u.Job, position: int, wall) -> None:
             steps = int(data["next", STEPS_EXECUTED_KEY].sum())
             with log.timer("admit"):  # offer every finished episode; the buffer admits short successes
                 if job.spec.bc:
-                    buffer.extend([data[i] for i in range(data.shape[0])])
+                    buffer.extend(data)
+                    buffer.discard_open_episodes()  # the next batch starts fresh episodes
                     u.set_bc_weight(cfg, job)  # bc.coeff, or decayed as the buffer fills with own successes
             data = data.to(job.device)
             with log.timer("update"):

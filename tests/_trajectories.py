@@ -15,6 +15,7 @@ def traj(T, success=True, tag=0.0, image=False):
             "action": (tag + t / 100).unsqueeze(-1).expand(T, A).clone(),
             ("next", "done"): torch.zeros(T, 1, dtype=torch.bool),
             ("next", "success"): torch.zeros(T, 1, dtype=torch.bool),
+            "is_init": (t == 0).unsqueeze(-1),  # TorchRL's InitTracker: the episode's first step
         },
         [T],
     )
@@ -37,6 +38,7 @@ def chunked_traj(steps, success=True):
             ("observation", "state"): torch.randn(T, OBS),
             "action": torch.randn(T, H, A) * 3,  # raw Gaussian samples, partly out of bounds
             ("next", "steps_executed"): torch.tensor(steps).view(T, 1),
+            "steps_executed": torch.tensor([0, *steps[:-1]]).view(T, 1),  # 0: first decision
             ("next", "done"): torch.zeros(T, 1, dtype=torch.bool),
             ("next", "success"): torch.zeros(T, 1, dtype=torch.bool),
         },

@@ -19,8 +19,9 @@ from typing import Literal, Sequence
 BufferMode = Literal["filtered", "static", "unrestricted"]
 MODES = ("filtered", "static", "unrestricted")
 
-#: Why a finished trajectory was offered and not stored.
-REASONS = ("static", "non_finite", "failure", "too_long", "no_room")
+#: Why a finished trajectory was offered and not stored (``"fragment"``: the end of an
+#: episode whose start was never offered, so its length is unknown; see ``data/episodes.py``).
+REASONS = ("static", "non_finite", "failure", "too_long", "no_room", "fragment")
 
 
 def admit(

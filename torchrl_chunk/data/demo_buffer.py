@@ -13,10 +13,12 @@ from torchrl.envs.transforms import ActionChunkTransform
 
 from torchrl_chunk.data.admission import MODES, REASONS, AdmissionReport, BufferMode, admit, plan_eviction
 from torchrl_chunk.data.buffer_io import Trajectory as _Trajectory, dump_buffer, load_buffer
+from torchrl_chunk.data.episodes import EpisodeStitcher
 from torchrl_chunk.data.length_limit import AdaptiveLengthLimit
 from torchrl_chunk.data.row_storage import BufferFootprint, GrowingTensorStorage, LiveRowSampler, footprint
 from torchrl_chunk.data.trajectories import (
-    chunk_rows, expert_trajectories, length_and_success, non_finite_key, split_trajectories)
+    as_action_bounds, chunk_rows, expert_trajectories, length_and_success, non_finite_key, out_of_bounds,
+    split_trajectories)
 
 
 class LengthFilteredReplayBuffer:
@@ -51,14 +53,19 @@ class LengthFilteredReplayBuffer:
     rather than the most recent. A newcomer longer than what it would have to evict is
     refused (``"no_room"``) and nothing is evicted.
 
+    **Whole episodes only**: :meth:`extend` takes collector batches as they come and judges
+    each episode on its length from its reset: segments cut by batch boundaries are joined
+    by ``("collector", "traj_ids")`` (:mod:`torchrl_chunk.data.episodes`); a segment still
+    running is held for its continuation (counted as ``incomplete``), and the end of an
+    episode whose start was never offered is rejected as ``"fragment"``.
+
     **Rejected** means one thing: a finished trajectory offered and not stored (reasons in
-    :data:`~torchrl_chunk.data.admission.REASONS`). A trailing segment with no done flag
-    is not offered; it is counted as ``incomplete``. NaN or inf values are never stored:
+    :data:`~torchrl_chunk.data.admission.REASONS`). NaN or inf values are never stored:
     such trajectories are rejected as ``"non_finite"``, and such expert demos raise.
 
     **Rows** (:func:`~torchrl_chunk.data.trajectories.chunk_rows`; one per env step of an
     expert demo, one per decision of a chunked trajectory): ``"observation"`` entries,
-    ``("vla_action", "chunk")`` ``[h, action_dim]`` (clipped to ``action_bounds``),
+    ``("vla_action", "chunk")`` ``[h, action_dim]`` (clipped to ``action_bounds`` if given),
     ``"action_is_pad"`` ``[h]``, ``"traj_id"``, ``"is_expert"``; :meth:`sample` adds the
     storage ``"index"``. Each env step's observation is stored once (in the row of that step
     or decision; ``("next", ...)`` entries are not stored) and keeps its dtype (uint8 images).
@@ -90,7 +97,11 @@ class LengthFilteredReplayBuffer:
             front (:class:`~torchrl_chunk.data.row_storage.GrowingTensorStorage`).
         scratch_dir: directory of the memmap storage (one buffer per directory).
         batch_size: default sample size.
-        action_bounds: ``(low, high)`` to clip chunk targets to, or ``None``.
+        action_bounds: ``None`` (default): chunk targets are stored as the policy emitted
+            them. The env's action spec (``env.action_spec``) or ``(low, high)`` (numbers
+            or per-dimension sequences): expert demos outside them are refused and the
+            agent's chunks are clipped to them (what an env that clips its actions, like
+            MetaWorld's, executed).
         generator: a ``torch.Generator`` for reproducible sampling (saved by :meth:`dumps`).
 
     Example:
@@ -113,7 +124,7 @@ class LengthFilteredReplayBuffer:
         storage: Literal["memory", "memmap"] = "memory",
         scratch_dir: str | Path | None = None,
         batch_size: int | None = None,
-        action_bounds: tuple[float, float] | None = (-1.0, 1.0),
+        action_bounds=None,
         generator: torch.Generator | None = None,
         min_trajectories: int | None = None,
         length_weighting: float = 0.0,
@@ -152,7 +163,7 @@ class LengthFilteredReplayBuffer:
         self.max_size = max_size
         self.max_trajectories = max_trajectories
         self.min_trajectories = min_trajectories
-        self.action_bounds = action_bounds
+        self.action_bounds = as_action_bounds(action_bounds)
         self._chunker = ActionChunkTransform(horizon, done_key=None)
         self._trajs: list[_Trajectory] = []
         self._free: list[int] = []
@@ -160,10 +171,17 @@ class LengthFilteredReplayBuffer:
         self._next_traj_id = 0
         self._rows = 0
         self.stats = AdmissionReport()  # running totals over every extend() call
+        self._stitcher = EpisodeStitcher()  # episodes still running, by collector trajectory id
         self._seed(expert_trajectories, length_limit)
 
     def _seed(self, data, length_limit: int | None) -> None:
         experts, lengths = expert_trajectories(data, self.horizon)
+        for i, traj in enumerate(experts):
+            bad = out_of_bounds(traj, self.action_bounds)
+            if bad is not None:
+                raise ValueError(
+                    f"Expert demo {i} has {bad}: pass the env's action spec as action_bounds, or "
+                    "action_bounds=None to store actions as they are.")
         rows = sum(t.shape[0] for t in experts)
         if rows > self.max_size or len(experts) > (self.max_trajectories or len(experts)):
             raise ValueError(
@@ -180,23 +198,51 @@ class LengthFilteredReplayBuffer:
 
     # -- public API -------------------------------------------------------------------
     def extend(self, trajectories: Sequence[TensorDictBase] | TensorDictBase) -> AdmissionReport:
-        """Offer finished trajectories; store those :func:`admit` accepts and that fit.
+        """Offer collected data; store the finished episodes :func:`admit` accepts and that fit.
 
-        ``trajectories`` is one TensorDict ``[T]`` or a list of them (e.g. the rows of a
-        collector batch); each may hold several consecutive trajectories delimited by
-        ``("next", "done")``. A trailing segment without a done flag (an episode still
-        running) is not offered: it is counted in ``incomplete``. With an adaptive limit,
-        the offered successes first update ``length_limit``, the offers are admitted under
-        the new limit, then stored trajectories that exceed it are evicted.
+        ``trajectories``: a collector batch ``[N, T]``, one TensorDict ``[T]``, or a list of
+        them (e.g. the rows of a batch), in the order they were collected. Episodes cut by
+        batch boundaries are joined across calls by ``("collector", "traj_ids")``
+        (:class:`~torchrl_chunk.data.episodes.EpisodeStitcher`), so an episode is judged
+        on its length from its reset, whatever ``frames_per_batch``. A segment still running
+        at the end of the data is held for its continuation and counted in ``incomplete``;
+        a finished segment whose start was never seen is rejected as ``"fragment"``. With an
+        adaptive limit, the offered successes first update ``length_limit``, the offers are
+        admitted under the new limit, then stored trajectories that exceed it are evicted.
         Returns an :class:`AdmissionReport`; the running totals are in ``self.stats``.
         """
+        found = self._stitcher.stitch(trajectories)
+        report = AdmissionReport(incomplete=found.incomplete)
+        for _ in range(found.fragments):
+            report.reject("fragment")
+        return self._offer(found.finished, report)
+
+    def add(self, trajectory: TensorDictBase) -> AdmissionReport:
+        """Offer one whole trajectory ``[T]``, from its reset to its done flag.
+
+        Unlike :meth:`extend` it needs no start marker or trajectory id: the caller vouches
+        that ``trajectory`` starts at a reset (e.g. an episode recorded by hand).
+        """
         report = AdmissionReport()
-        offers = []
-        for traj in split_trajectories(trajectories):
-            if traj is None:
-                report.incomplete += 1
-            else:
-                offers.append((traj, *length_and_success(traj, self.horizon), non_finite_key(traj) is None))
+        whole = list(split_trajectories(trajectory))
+        if len(whole) != 1 or whole[0] is None:
+            raise ValueError(
+                "add() takes one whole trajectory [T] whose only done flag is its last step; "
+                "use extend() for collector batches.")
+        return self._offer(whole, report)
+
+    def discard_open_episodes(self) -> int:
+        """Forget the running episodes :meth:`extend` holds for their continuation.
+
+        Call it when the collector abandons its episodes (``collector.reset()``,
+        ``reset_at_each_iter=True``); their ends, if offered later, are refused as fragments.
+        Returns how many were dropped.
+        """
+        return self._stitcher.discard_open()
+
+    def _offer(self, finished: list[TensorDictBase], report: AdmissionReport) -> AdmissionReport:
+        offers = [(traj, *length_and_success(traj, self.horizon), non_finite_key(traj) is None)
+                  for traj in finished]
         if self.adaptive is not None:  # ell_t from the recent successes, these offers included
             self.adaptive.observe(length for _, length, success, finite in offers if success and finite)
             self.length_limit = self.adaptive.limit(self.base_length_limit)
@@ -214,10 +260,6 @@ class LengthFilteredReplayBuffer:
             self._evict_too_long(report)
         self.stats.add(report)
         return report
-
-    def add(self, trajectory: TensorDictBase) -> AdmissionReport:
-        """Offer one finished trajectory (see :meth:`extend`)."""
-        return self.extend([trajectory])
 
     def sample(self, batch_size: int | None = None) -> TensorDictBase:
         """A batch of BC rows drawn with replacement among the live rows (uniformly, or
