@@ -175,6 +175,7 @@ def make_job(cfg: DictConfig, algo: str, task: str, job_dir: Path) -> Job:
         demos.trajectories, horizon=h, mode=spec.buffer_mode, length_limit=limit,
         max_size=cfg.buffer.max_size, storage=cfg.buffer.storage, scratch_dir=job_dir / "buffer_scratch",
         generator=gen,  # uniform sampling for SFT; post_train sets buffer.length_weighting
+        action_bounds=(-1.0, 1.0),  # MetaWorld's action space; its envs clip what they execute
     )
     check_footprint(cfg, buffer, algo, task, job_dir)
     precision = cfg.model.get("precision", "fp32")  # bf16: autocast over fp32 weights (modules/precision.py)

@@ -115,13 +115,45 @@ def test_chunk_targets_at_trajectory_end_never_cross_trajectories():
 def test_chunked_trajectory_rows():
     steps = [4, 4, 1]  # 9 env steps: over the default limit (8), within an explicit 9
     assert buffer().extend([chunked_traj(steps)]).rejected == {"too_long": 1}
-    buf2 = buffer(length_limit=9)
+    buf2 = buffer(experts=(5, 8), length_limit=9)
     traj_c = chunked_traj(steps)
     assert buf2.extend([traj_c]).admitted_lengths == [9]
     rows = buf2.replay_buffer.storage.get(torch.as_tensor(buf2._trajs[-1].slots))
     assert rows["action_is_pad"].tolist() == [[False] * 4, [False] * 4, [False, True, True, True]]
-    assert rows["vla_action", "chunk"].abs().max() <= 1.0  # clipped to the action bounds
-    torch.testing.assert_close(rows["vla_action", "chunk"], traj_c["action"].clamp(-1, 1))
+    torch.testing.assert_close(rows["vla_action", "chunk"], traj_c["action"])  # no bounds: as emitted
+
+
+def small_experts(n=2, scale=0.5):
+    demos = [traj(5, tag=0.0) for _ in range(n)]
+    for d in demos:
+        d["action"] = torch.linspace(-scale, scale, 5 * A).view(5, A)
+    return demos
+
+
+def test_chunks_are_stored_as_emitted_unless_bounds_are_given():
+    """Pendulum-like +-2 actions keep their values by default; bounds clip the agent's chunks."""
+    raw = LengthFilteredReplayBuffer(small_experts(), horizon=H, length_limit=20)
+    traj_c = chunked_traj([4, 4, 1])
+    raw.extend(traj_c)
+    stored = raw.replay_buffer.storage.get(torch.as_tensor(raw._trajs[-1].slots))["vla_action", "chunk"]
+    assert stored.abs().max() > 1.0  # the toy chunks are N(0, 9) samples
+    torch.testing.assert_close(stored, traj_c["action"])
+    bounded = LengthFilteredReplayBuffer(small_experts(), horizon=H, length_limit=20, action_bounds=(-2.0, 2.0))
+    bounded.extend(traj_c)
+    stored = bounded.replay_buffer.storage.get(torch.as_tensor(bounded._trajs[-1].slots))["vla_action", "chunk"]
+    torch.testing.assert_close(stored, traj_c["action"].clamp(-2, 2))
+
+
+def test_action_bounds_from_a_spec_per_dimension_and_bad_demos():
+    from torchrl.data import Bounded
+
+    spec = Bounded(low=torch.tensor([-1.0, -3.0]), high=torch.tensor([1.0, 3.0]), shape=(A,))
+    buf = LengthFilteredReplayBuffer(small_experts(), horizon=H, action_bounds=spec)
+    assert buf.action_bounds == ((-1.0, -3.0), (1.0, 3.0))
+    with pytest.raises(ValueError, match=r"Expert demo 0 has actions outside action_bounds low=-1.0, high=1.0"):
+        LengthFilteredReplayBuffer(small_experts(scale=2.0), horizon=H, action_bounds=(-1, 1))
+    with pytest.raises(ValueError, match="low < high"):
+        LengthFilteredReplayBuffer(small_experts(), horizon=H, action_bounds=(1, -1))
 
 
 def test_sample_feeds_self_bc_loss():

@@ -19,6 +19,7 @@ from tensordict import TensorDict
 
 from torchrl_chunk.data.admission import AdmissionReport
 from torchrl_chunk.data.length_limit import AdaptiveLengthLimit
+from torchrl_chunk.data.trajectories import as_action_bounds
 
 if TYPE_CHECKING:
     from torchrl_chunk.data.demo_buffer import LengthFilteredReplayBuffer
@@ -123,7 +124,7 @@ def load_buffer(buf: LengthFilteredReplayBuffer, path: Path) -> None:
         buf.adaptive = None
         buf.length_weighting = 0.0
     buf.max_trajectories = meta["max_trajectories"]
-    buf.action_bounds = tuple(meta["action_bounds"]) if meta["action_bounds"] else None
+    buf.action_bounds = as_action_bounds(meta["action_bounds"])
     buf._trajs = [Trajectory(**t) for t in meta["trajectories"]]
     buf._free = list(meta["free"])
     buf._next_slot = meta["next_slot"]

@@ -154,13 +154,55 @@ def _as_tuple(key: NestedKey) -> tuple:
     return key if isinstance(key, tuple) else (key,)
 
 
+Bounds = tuple  # (low, high): floats, or per-dimension tuples of floats
+
+
+def as_action_bounds(bounds) -> Bounds | None:
+    """``(low, high)`` from a pair of numbers or per-dimension sequences, or from a TorchRL
+    ``Bounded`` action spec (``env.action_spec``; a chunk spec's bounds are taken per action
+    dim); ``None`` stays ``None``."""
+    if bounds is None:
+        return None
+    space = getattr(bounds, "space", None)
+    if space is not None and hasattr(space, "low"):  # a TorchRL Bounded spec
+        low, high = space.low, space.high
+        low, high = low.reshape(-1, low.shape[-1])[0], high.reshape(-1, high.shape[-1])[0]
+    elif hasattr(bounds, "shape") or getattr(bounds, "domain", None) is not None:
+        raise TypeError(
+            f"action_bounds: {type(bounds).__name__} has no low/high bounds; pass a Bounded action "
+            "spec, a (low, high) pair, or None to store actions as emitted.")
+    else:
+        try:
+            low, high = bounds
+        except (TypeError, ValueError):
+            raise TypeError(f"action_bounds must be (low, high), a Bounded spec or None, got {bounds!r}.") from None
+    low, high = torch.as_tensor(low, dtype=torch.float64), torch.as_tensor(high, dtype=torch.float64)
+    if low.shape != high.shape or low.ndim > 1 or not bool((low < high).all()):
+        raise ValueError(f"action_bounds need low < high of one shape (scalars or [action_dim]), got {bounds!r}.")
+    as_py = (lambda t: float(t)) if low.ndim == 0 else (lambda t: tuple(float(x) for x in t))
+    return as_py(low), as_py(high)
+
+
+def out_of_bounds(traj: TensorDictBase, bounds: Bounds | None) -> str | None:
+    """A one-line description of the first action outside ``bounds``, if any."""
+    if bounds is None:
+        return None
+    action = get_entry(traj, ACTION_KEY).detach()
+    low, high = (torch.as_tensor(b, dtype=action.dtype) for b in bounds)
+    bad = (action < low) | (action > high)
+    if not bool(bad.any()):
+        return None
+    return (f"actions outside action_bounds low={bounds[0]}, high={bounds[1]} "
+            f"(min {action.min().item():.4g}, max {action.max().item():.4g})")
+
+
 def chunk_rows(
     traj: TensorDictBase,
     horizon: int,
     *,
     traj_id: int,
     expert: bool,
-    action_bounds: tuple[float, float] | None,
+    action_bounds: Bounds | None,
     chunker: ActionChunkTransform,
 ) -> TensorDictBase:
     r"""The BC rows of one trajectory; a chunk never crosses the trajectory's end.
@@ -171,8 +213,8 @@ def chunk_rows(
     * chunked: one row per decision with the chunk the policy emitted; the steps not
       executed (the last chunk, cut short by success or the time limit) are padded.
 
-    Chunk targets are clipped to ``action_bounds`` (the env clips what it executes, so
-    the clipped chunk is what happened). Each row holds every ``"observation"`` entry,
+    With ``action_bounds``, chunk targets are clipped to them (an env that clips what it
+    executes ran the clipped chunk); ``None`` stores them as emitted. Each row holds every ``"observation"`` entry,
     ``("vla_action", "chunk")`` ``[h, action_dim]``, ``"action_is_pad"`` ``[h]``,
     ``"traj_id"`` and ``"is_expert"``.
     """
@@ -189,7 +231,8 @@ def chunk_rows(
         pad = window.get(ACTION_IS_PAD_KEY)[0]
     chunk = chunk.detach().to(torch.float32)
     if action_bounds is not None:
-        chunk = chunk.clamp(*action_bounds)
+        low, high = (torch.as_tensor(b, dtype=chunk.dtype) for b in action_bounds)
+        chunk = torch.clamp(chunk, low, high)
     rows.set(ACTION_CHUNK_KEY, chunk)
     rows.set(ACTION_IS_PAD_KEY, pad.bool())
     rows.set("traj_id", torch.full((T,), traj_id, dtype=torch.long))
@@ -197,4 +240,4 @@ def chunk_rows(
     return rows
 
 
-__all__ = ["chunk_rows", "expert_trajectories", "length_and_success", "non_finite_key", "split_trajectories"]
+__all__ = ["as_action_bounds", "chunk_rows", "out_of_bounds", "expert_trajectories", "length_and_success", "non_finite_key", "split_trajectories"]
