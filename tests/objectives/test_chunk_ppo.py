@@ -265,3 +265,26 @@ def test_horizon_one_reduces_to_torchrl_clip_ppo():
     for key in ["loss_objective", "loss_critic", "loss_entropy", "clip_fraction", "entropy", "ESS"]:
         torch.testing.assert_close(out[key], out_ref[key], rtol=1e-5, atol=1e-6)
     assert out["loss_objective"].abs().item() > 0
+
+
+def test_an_actor_of_another_horizon_is_refused_at_construction():
+    actor, critic = make_actor_critic(horizon=2)
+    with pytest.raises(ValueError, match="actor built for chunks of 2"):
+        ChunkClipPPOLoss(actor, critic, horizon=4)  # before any data
+    ChunkClipPPOLoss(actor, critic, horizon=2)
+    ChunkClipPPOLoss(actor, critic, horizon=None)  # no horizon claimed: nothing to compare
+
+
+def test_step_discount_without_step_counts_raises_instead_of_discounting_per_chunk(actor_critic):
+    actor, critic = actor_critic
+    td = make_rollout(actor, B=2, T=5).exclude(("next", "steps_executed"))
+    loss = ChunkClipPPOLoss(actor, critic, horizon=4, discount="step")
+    with pytest.raises(KeyError, match="discount='step' needs the env steps"):
+        with torch.no_grad():
+            loss.value_estimator(td)
+    with pytest.raises(KeyError, match="discount='step'"):
+        loss(td.reshape(-1))  # the loss computes the advantage itself: same check
+    loss.make_value_estimator(ValueEstimators.TDLambda, gamma=0.9, lmbda=0.9)  # any estimator
+    with pytest.raises(KeyError, match="discount='step'"):
+        loss.value_estimator(td)
+    ChunkClipPPOLoss(actor, critic, horizon=4, discount="chunk").value_estimator(td)  # needs none

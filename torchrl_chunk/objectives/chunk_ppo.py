@@ -39,6 +39,26 @@ def _build_estimator_to_load(module, state_dict, prefix, *args) -> None:
         module._default_value_estimator()
 
 
+def _require_steps_key(estimator, args, kwargs) -> None:
+    """Forward pre-hook of a ``discount="step"`` estimator: the step counts must be there."""
+    tensordict = args[0] if args else kwargs.get("tensordict")
+    key = estimator.tensor_keys.steps_to_next_obs
+    if isinstance(tensordict, TensorDictBase) and tensordict.get(key, None) is None:
+        raise KeyError(
+            f"discount='step' needs the env steps each chunk executed under {key!r}, and the batch "
+            "has none (TorchRL's estimator would silently discount once per chunk): collect through "
+            "ChunkedEnv, loss.set_keys(steps_to_next_obs=...) to where your env writes them, or use "
+            "discount='chunk'."
+        )
+
+
+def _actor_horizon(actor) -> int | None:
+    """The chunk length an actor declares (a submodule with an integer ``horizon``), if any."""
+    found = {m.horizon for m in actor.modules() if isinstance(getattr(m, "horizon", None), int)
+             and not isinstance(getattr(m, "horizon"), bool) and m is not actor}
+    return found.pop() if len(found) == 1 else None
+
+
 class ChunkClipPPOLoss(ClipPPOLoss):
     r"""Clipped PPO over whole action chunks ``a_{t:t+h-1}`` (Eq. 2-5).
 
@@ -215,6 +235,11 @@ class ChunkClipPPOLoss(ClipPPOLoss):
             **kwargs,
         )
         self.horizon = horizon
+        declared = _actor_horizon(actor_network) if horizon not in (None, 1) and actor_network is not None else None
+        if declared is not None and declared != horizon:
+            raise ValueError(
+                f"ChunkClipPPOLoss(horizon={horizon}) got an actor built for chunks of {declared}: "
+                "use the same h for the policy, the env and the loss.")
         self._gae_kwargs = {"gamma": gamma, "lmbda": lmbda, "deactivate_vmap": deactivate_vmap}
         self.register_load_state_dict_pre_hook(_build_estimator_to_load)
         self.precision = precision
@@ -287,6 +312,9 @@ class ChunkClipPPOLoss(ClipPPOLoss):
         estimator = getattr(self, "_value_estimator", None)
         if estimator is not None and getattr(self, "discount", "chunk") == "step":
             estimator.set_keys(steps_to_next_obs=self.tensor_keys.steps_to_next_obs)
+            if not hasattr(estimator, "_steps_key_check"):  # TorchRL would fall back on gamma per chunk
+                estimator._steps_key_check = estimator.register_forward_pre_hook(
+                    _require_steps_key, with_kwargs=True)
 
     def _forward_value_estimator_keys(self, **kwargs) -> None:
         super()._forward_value_estimator_keys(**kwargs)
