@@ -182,3 +182,38 @@ def test_bad_inputs():
         ChunkedEnv(CountingEnv([2]), H, gamma=0.9)
     with pytest.raises(ValueError, match="chunk_size"):
         ChunkedEnv(CountingEnv([2]), 0)
+
+
+def test_a_base_env_without_the_success_entry_is_refused():
+    """Without a success flag every episode would be a failure: say so at construction."""
+    from torchrl.envs import ExcludeTransform
+
+    base = TransformedEnv(CountingEnv([3, 5]), ExcludeTransform("success"))
+    with pytest.raises(ValueError, match="no 'success' entry.*success_key"):
+        ChunkedEnv(base, H)
+    env = ChunkedEnv(base, H, success_key=None)  # explicitly no success flag
+    assert "success" not in env.rollout(2, lambda td: td.set("action", chunk([1.0] * H, (2,))))["next"].keys()
+
+
+@pytest.mark.slow
+def test_gymnasium_vector_env_stops_every_chunk_at_the_first_done():
+    """GymEnv(num_envs=3) steps its envs in lockstep and restarts them itself: ChunkedEnv cuts the
+    chunk for all envs at the first done, and episode lengths add up to the env's own counts."""
+    from torchrl.envs import GymEnv
+
+    env = ChunkedEnv(TransformedEnv(GymEnv("InvertedPendulum-v5", num_envs=3), StepCounter()), H, success_key=None)
+    torch.manual_seed(0)
+    td = env.rollout(40, lambda td: td.set("action", 3 * torch.randn(*td.shape, H, 1)), break_when_any_done=False)
+    done, executed = td["next", "done"].squeeze(-1), td["next", "steps_executed"].squeeze(-1)
+    assert done.any(0).sum() >= 5 and not done.all(0).all()  # partial dones happened
+    assert (executed == executed[:1]).all()  # lockstep: every env ran the same steps
+    assert (executed[:, done.any(0)] <= H).all() and (executed[:, ~done.any(0)] == H).all()
+    # the StepCounter of the base counts env steps since each reset: it must equal our sums
+    counts = td["next", "step_count"].squeeze(-1)
+    for i in range(3):
+        total = 0
+        for t in range(td.shape[1]):
+            total += int(executed[i, t])
+            assert int(counts[i, t]) == total, (i, t)
+            if done[i, t]:
+                total = 0

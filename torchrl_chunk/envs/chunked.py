@@ -17,7 +17,8 @@ from typing import Literal
 import torch
 from tensordict import TensorDictBase
 from torchrl.data import Bounded, Categorical
-from torchrl.envs import EnvBase
+from torchrl.envs import Compose, EnvBase, TransformedEnv
+from torchrl.envs.transforms import VecGymEnvTransform
 from torchrl.envs.utils import step_mdp
 
 from torchrl_chunk.keys import STEPS_EXECUTED_KEY, SUCCESS_KEY
@@ -28,6 +29,18 @@ RewardAggregation = Literal["sum", "discounted_sum", "max", "last"]
 _AGGREGATIONS = ("sum", "discounted_sum", "max", "last")
 
 
+def _autoresets(env) -> bool:
+    """Whether ``env`` is a gym(nasium) vector env: it steps every sub-env in lockstep and
+    restarts a finished one by itself (TorchRL's ``VecGymEnvTransform``), so it cannot leave a
+    finished env out of the remaining steps of a chunk."""
+    while isinstance(env, TransformedEnv):
+        parts = list(env.transform) if isinstance(env.transform, Compose) else [env.transform]
+        if any(isinstance(t, VecGymEnvTransform) for t in parts):
+            return True
+        env = env.base_env
+    return False
+
+
 class ChunkedEnv(EnvBase):
     """Wrap a TorchRL env so that one step executes a whole action chunk.
 
@@ -36,8 +49,12 @@ class ChunkedEnv(EnvBase):
 
     * the chunk stops at the first ``done`` (terminated or truncated) of an env; the
       remaining actions of that env are **not** executed. Batched bases (``SerialEnv``,
-      ``ParallelEnv``, batch-locked vectorised envs) receive a ``"_step"`` mask so
-      finished envs are not stepped; batch-unlocked bases are indexed by TorchRL;
+      ``ParallelEnv``, batch-locked envs that honour it) receive a ``"_step"`` mask so
+      finished envs are not stepped; batch-unlocked bases are indexed by TorchRL. A
+      gym(nasium) vector env (``GymEnv(name, num_envs=n)``) steps all its envs in lockstep
+      and restarts finished ones itself, so there the chunk stops for **every** env at the
+      first done of any: the others execute fewer than ``h`` steps, which
+      ``steps_executed`` records (as TorchRL's ``MultiAction`` does);
     * ``("next", "steps_executed")`` (int64 ``[*B, 1]``, ``1..h``; 0 after ``reset``
       and for envs masked out by an outer ``"_step"``) counts the executed base steps.
       Use it as GAE's ``steps_to_next_obs`` for the SMDP discount ``gamma ** k`` and to
@@ -46,8 +63,8 @@ class ChunkedEnv(EnvBase):
       (``"sum"`` by default; ``"discounted_sum"`` uses ``sum_j gamma**j r_j`` with the
       intra-chunk ``gamma``; ``"max"``; ``"last"``);
     * ``("next", "success")`` (bool ``[*B, 1]``) is True if any executed step reported
-      success (needs a boolean ``success_key`` in the base observation spec; set
-      ``success_key=None`` for envs without one);
+      success (the base env must have the boolean ``success_key`` entry, else the wrapper
+      refuses it; ``success_key=None`` writes no success flag);
     * ``done`` / ``terminated`` / ``truncated`` and the observations are those of the
       last executed step of each env.
 
@@ -116,6 +133,7 @@ class ChunkedEnv(EnvBase):
             allow_done_after_reset=getattr(base_env, "_allow_done_after_reset", False),
         )
         self.base_env = base_env
+        self._lockstep = _autoresets(base_env)
         self.chunk_size = int(chunk_size)
         self.reward_aggregation = reward_aggregation
         self.gamma = None if gamma is None else float(gamma)
@@ -154,12 +172,12 @@ class ChunkedEnv(EnvBase):
                         f"success_key {success_key!r} of the base env has dtype "
                         f"{obs[success_key].dtype}; ChunkedEnv needs a bool flag."
                     )
-                self._base_has_success = True
             else:
-                obs[success_key] = Categorical(
-                    2, shape=(*batch, 1), dtype=torch.bool, device=self.device
+                raise ValueError(
+                    f"The base env has no {success_key!r} entry, so every episode would count as a "
+                    "failure: pass success_key=<your env's bool success entry>, add a transform that "
+                    "writes one (docs/guide.md, 'Any env'), or success_key=None for no success flag."
                 )
-                self._base_has_success = False
         self.success_key = success_key
         self.full_observation_spec = obs
         self.full_reward_spec = base_env.full_reward_spec.clone()
@@ -207,8 +225,6 @@ class ChunkedEnv(EnvBase):
             self.steps_executed_key,
             torch.zeros(shape, dtype=torch.int64, device=self.device),
         )
-        if self.success_key is not None and not self._base_has_success:
-            out.set(self.success_key, torch.zeros(shape, dtype=torch.bool, device=self.device))
         return out
 
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
@@ -227,7 +243,7 @@ class ChunkedEnv(EnvBase):
             self.full_reward_spec[self._reward_key].shape, dtype=reward_dtype, device=self.device
         )
         success = torch.zeros(col, dtype=torch.bool, device=self.device)
-        track_success = self.success_key is not None and self._base_has_success
+        track_success = self.success_key is not None
 
         td = tensordict.exclude(
             self._action_key, "_step", "next", self.steps_executed_key
@@ -262,9 +278,12 @@ class ChunkedEnv(EnvBase):
                 last = nxt.copy()
             else:
                 last = torch.where(active, nxt, last)
-            active = active & ~self._any_done(nxt)
+            done_now = self._any_done(nxt)
+            active = active & ~done_now
             if not bool(active.any()) or j == self.chunk_size - 1:
                 break
+            if self._lockstep and bool(done_now.any()):
+                break  # an auto-resetting vector env would restart the finished envs
             td = self._next_root(td)
         out = last.copy()
         out.set(self._reward_key, reward_acc)
