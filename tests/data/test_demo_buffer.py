@@ -346,3 +346,10 @@ def test_metrics_for_logging():
     assert m["buffer/admitted"] == 1 and m["buffer/rejected"] == 2 and m["buffer/incomplete"] == 1
     assert m["buffer/rejected_too_long"] == 1 and m["buffer/rejected_failure"] == 1
     assert m["buffer/rejected_no_room"] == 0 and m["buffer/length_limit"] == 8
+
+
+def test_a_chunked_trajectory_without_step_counts_is_refused_not_measured_as_T_times_h():
+    buf = buffer()
+    no_counts = chunked_traj([4, 1]).exclude(("next", "steps_executed"))
+    with pytest.raises(KeyError, match="steps_executed.*ChunkedEnv"):
+        buf.add(no_counts)

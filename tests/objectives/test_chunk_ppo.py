@@ -275,16 +275,21 @@ def test_an_actor_of_another_horizon_is_refused_at_construction():
     ChunkClipPPOLoss(actor, critic, horizon=None)  # no horizon claimed: nothing to compare
 
 
-def test_step_discount_without_step_counts_raises_instead_of_discounting_per_chunk(actor_critic):
+def test_chunk_data_without_step_counts_raises_instead_of_discounting_per_chunk(actor_critic):
     actor, critic = actor_critic
     td = make_rollout(actor, B=2, T=5).exclude(("next", "steps_executed"))
-    loss = ChunkClipPPOLoss(actor, critic, horizon=4, discount="step")
-    with pytest.raises(KeyError, match="discount='step' needs the env steps"):
-        with torch.no_grad():
+    for discount in ("step", "chunk"):
+        loss = ChunkClipPPOLoss(actor, critic, horizon=4, discount=discount)
+        with pytest.raises(KeyError, match="no executed-step count per chunk.*ChunkedEnv"):
+            with torch.no_grad():
+                loss.value_estimator(td)
+        with pytest.raises(KeyError, match="executed-step count"):
+            loss(td.reshape(-1))  # the loss computes the advantage itself: same check
+        loss.make_value_estimator(ValueEstimators.TDLambda, gamma=0.9, lmbda=0.9)  # any estimator
+        with pytest.raises(KeyError, match="executed-step count"):
             loss.value_estimator(td)
-    with pytest.raises(KeyError, match="discount='step'"):
-        loss(td.reshape(-1))  # the loss computes the advantage itself: same check
-    loss.make_value_estimator(ValueEstimators.TDLambda, gamma=0.9, lmbda=0.9)  # any estimator
-    with pytest.raises(KeyError, match="discount='step'"):
-        loss.value_estimator(td)
-    ChunkClipPPOLoss(actor, critic, horizon=4, discount="chunk").value_estimator(td)  # needs none
+    ChunkClipPPOLoss(actor, critic, horizon=None).value_estimator(td)  # per-step data needs none
+    renamed = td.set(("next", "k"), torch.full((2, 5, 1), 4))
+    loss = ChunkClipPPOLoss(actor, critic, horizon=4, discount="step")
+    loss.set_keys(steps_to_next_obs=("next", "k"))
+    loss.value_estimator(renamed)  # the count where the user's env writes it

@@ -129,11 +129,22 @@ def length_and_success(traj: TensorDictBase, horizon: int) -> tuple[int, bool]:
     """``L(x_i)`` in env steps (executed steps of a chunked trajectory) and its success."""
     success = bool(get_entry(traj, SUCCESS).any())
     if is_chunked(traj, horizon):
-        steps = traj.get(STEPS, None)
-        length = int(steps.sum()) if steps is not None else traj.shape[0] * horizon
+        length = int(executed_steps(traj).sum())
     else:
         length = traj.shape[0]
     return length, success
+
+
+def executed_steps(traj: TensorDictBase) -> torch.Tensor:
+    """``("next", "steps_executed")`` of a chunked trajectory, or an error saying where it comes from."""
+    steps = traj.get(STEPS, None)
+    if steps is None:
+        raise KeyError(
+            "A chunked trajectory ([T, h, action_dim] actions) has no ('next', 'steps_executed'): its "
+            "length in env steps is unknown (a chunk cut short by a done runs fewer than h steps). "
+            "Collect through torchrl_chunk.envs.ChunkedEnv, which writes it."
+        )
+    return steps
 
 
 def non_finite_key(traj: TensorDictBase) -> NestedKey | None:
@@ -222,8 +233,7 @@ def chunk_rows(
     rows = traj.select(OBSERVATION).clone()
     if is_chunked(traj, horizon):
         chunk = traj.get(ACTION_KEY)
-        steps = traj.get(STEPS, None)
-        executed = steps.reshape(T, 1) if steps is not None else torch.full((T, 1), horizon)
+        executed = executed_steps(traj).reshape(T, 1)
         pad = torch.arange(horizon).expand(T, -1) >= executed.to(torch.long)
     else:
         window = chunker(TensorDict({ACTION_KEY: traj.get(ACTION_KEY)}, [T]).unsqueeze(0))

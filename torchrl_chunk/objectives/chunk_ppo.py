@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -39,17 +40,31 @@ def _build_estimator_to_load(module, state_dict, prefix, *args) -> None:
         module._default_value_estimator()
 
 
-def _require_steps_key(estimator, args, kwargs) -> None:
-    """Forward pre-hook of a ``discount="step"`` estimator: the step counts must be there."""
+def _check_chunk_data(estimator, args, kwargs, *, steps_key, needs_steps: bool, chunked: bool) -> None:
+    """Forward pre-hook of the loss's value estimator: refuse data TorchRL's estimators would
+    silently misread (one reward per env step, or rewards of part of the chunk only)."""
     tensordict = args[0] if args else kwargs.get("tensordict")
-    key = estimator.tensor_keys.steps_to_next_obs
-    if isinstance(tensordict, TensorDictBase) and tensordict.get(key, None) is None:
-        raise KeyError(
-            f"discount='step' needs the env steps each chunk executed under {key!r}, and the batch "
-            "has none (TorchRL's estimator would silently discount once per chunk): collect through "
-            "ChunkedEnv, loss.set_keys(steps_to_next_obs=...) to where your env writes them, or use "
-            "discount='chunk'."
+    if not isinstance(tensordict, TensorDictBase):
+        return
+    reward = tensordict.get(("next", *_as_tuple(estimator.tensor_keys.reward)), None)
+    if chunked and reward is not None and reward.ndim > tensordict.batch_dims + 1:
+        raise ValueError(
+            f"The batch holds one reward per env step of each chunk (reward shape {tuple(reward.shape)}, "
+            f"batch {tuple(tensordict.batch_size)}), e.g. from TorchRL's MultiAction(stack_rewards=True); "
+            "the chunk losses need one reward per decision, summed over the executed steps, and their "
+            "count: wrap the env in torchrl_chunk.envs.ChunkedEnv instead."
         )
+    if needs_steps and tensordict.get(steps_key, None) is None:
+        raise KeyError(
+            f"The batch has no executed-step count per chunk under {steps_key!r}: without it the "
+            "discount (discount='step') or the reward's coverage of the chunk (MultiAction keeps the "
+            "last step's reward only) cannot be checked. Collect through torchrl_chunk.envs.ChunkedEnv, "
+            "or loss.set_keys(steps_to_next_obs=...) to where your env writes the count."
+        )
+
+
+def _as_tuple(key) -> tuple:
+    return key if isinstance(key, tuple) else (key,)
 
 
 def _actor_horizon(actor) -> int | None:
@@ -310,11 +325,19 @@ class ChunkClipPPOLoss(ClipPPOLoss):
 
     def _forward_steps_key(self) -> None:
         estimator = getattr(self, "_value_estimator", None)
-        if estimator is not None and getattr(self, "discount", "chunk") == "step":
+        if estimator is None:
+            return
+        step_discount = getattr(self, "discount", "chunk") == "step"
+        if step_discount:
             estimator.set_keys(steps_to_next_obs=self.tensor_keys.steps_to_next_obs)
-            if not hasattr(estimator, "_steps_key_check"):  # TorchRL would fall back on gamma per chunk
-                estimator._steps_key_check = estimator.register_forward_pre_hook(
-                    _require_steps_key, with_kwargs=True)
+        chunked = getattr(self, "horizon", None) not in (None, 1)
+        old = getattr(estimator, "_chunk_data_check", None)
+        if old is not None:
+            old.remove()
+        if step_discount or chunked:  # TorchRL's estimators would misread such data silently
+            estimator._chunk_data_check = estimator.register_forward_pre_hook(functools.partial(
+                _check_chunk_data, steps_key=self.tensor_keys.steps_to_next_obs, needs_steps=True,
+                chunked=chunked), with_kwargs=True)
 
     def _forward_value_estimator_keys(self, **kwargs) -> None:
         super()._forward_value_estimator_keys(**kwargs)
