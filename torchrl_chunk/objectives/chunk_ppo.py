@@ -381,12 +381,14 @@ class ChunkClipPPOLoss(ClipPPOLoss):
                 "for the policy, the env and the loss."
             )
 
-    def _get_cur_log_prob(self, tensordict: TensorDictBase, params=None):
-        # record the shared backbone's outputs for the critic (current parameters only: a
-        # proximal policy's target parameters are not the critic's)
-        reuse = self._reuse if self._in_forward and params is None else None
+    def _get_cur_log_prob(self, tensordict: TensorDictBase, *args, **kwargs):
+        # Arguments pass through as given: TorchRL 0.14 adds ``params`` (the proximal policy's
+        # target parameters), its main branch has none. Record the shared backbone's outputs for
+        # the critic with the current parameters only (target parameters are not the critic's).
+        current = not args and kwargs.get("params") is None
+        reuse = self._reuse if self._in_forward and current else None
         with reuse.recording() if reuse is not None else contextlib.nullcontext():
-            log_prob, dist, is_composite = super()._get_cur_log_prob(tensordict, params=params)
+            log_prob, dist, is_composite = super()._get_cur_log_prob(tensordict, *args, **kwargs)
         if is_composite or not self._checks_chunks:
             return log_prob, dist, is_composite
         action = tensordict.get(self.tensor_keys.action)
