@@ -56,3 +56,14 @@ def test_bad_sizes():
         ChunkGaussianHead(EMBED, horizon=0, action_dim=4)
     with pytest.raises(ValueError, match="log_std_init"):
         ChunkGaussianHead(EMBED, 4, 4, log_std_init=5.0)
+
+
+def test_chunk_head_is_reachable_without_indexing_into_the_actor():
+    from torchrl_chunk.modules import chunk_head, make_mlp_actor_critic
+
+    actor, _ = make_mlp_actor_critic(torch.zeros(39), torch.ones(39), horizon=4, hidden=(8,))
+    head = chunk_head(actor)
+    assert head is actor.module[0].module[1].module  # the path users had to spell out
+    assert head.log_std.shape == (4, 4)
+    with pytest.raises(ValueError, match="one ChunkGaussianHead"):
+        chunk_head(torch.nn.Linear(2, 2))

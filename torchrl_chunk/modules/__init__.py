@@ -12,6 +12,7 @@ from torchrl_chunk.modules.heads import (
     EMBEDDING_KEY,
     ChunkGaussianHead,
     ValueHead,
+    chunk_head,
     make_chunk_actor_critic,
 )
 from torchrl_chunk.modules.mlp import StateEncoder, make_mlp_actor_critic, observation_stats
@@ -26,6 +27,7 @@ __all__ = [
     "PixelEncoder",
     "StateEncoder",
     "ValueHead",
+    "chunk_head",
     "make_chunk_actor_critic",
     "make_mlp_actor_critic",
     "make_pixel_actor_critic",

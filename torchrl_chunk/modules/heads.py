@@ -141,3 +141,18 @@ def make_chunk_actor_critic(
         TensorDictModule(ValueHead(embed_dim), in_keys=[embedding_key], out_keys=["state_value"]),
     )
     return actor, critic
+
+
+def chunk_head(actor: nn.Module) -> ChunkGaussianHead:
+    """The :class:`ChunkGaussianHead` inside an actor made by :func:`make_chunk_actor_critic`
+    (or any model built on it): its ``mean`` layer and ``log_std`` are the chunk Gaussian's
+    parameters, e.g. ``chunk_head(actor).log_std`` to log or set the exploration noise.
+
+    Raises ``ValueError`` when the actor holds no such head, or more than one.
+    """
+    heads = [m for m in actor.modules() if isinstance(m, ChunkGaussianHead)]
+    if len(heads) != 1:
+        raise ValueError(
+            f"Expected one ChunkGaussianHead in the actor, found {len(heads)}: build the actor with "
+            "make_chunk_actor_critic (or a make_*_actor_critic of torchrl_chunk.modules).")
+    return heads[0]
