@@ -89,8 +89,10 @@ def _load(job_dir):
 
 
 def _killed_save(job, ops, kill_at):
-    """A job with a checkpoint of iteration 1 whose save of iteration 2 dies at step ``kill_at``."""
+    """A job with checkpoints of iterations 0 and 1 (kept as checkpoint.prev) whose save of
+    iteration 2 dies at step ``kill_at``."""
     job.mkdir()
+    _save(job, 0)
     _save(job, 1)
     ops.count, ops.kill_at = 0, kill_at
     with pytest.raises(Killed):
@@ -99,15 +101,17 @@ def _killed_save(job, ops, kill_at):
 
 
 def test_save_steps_are_counted(tmp_path, interruptible):
+    _save(tmp_path, 0)
     _save(tmp_path, 1)
     interruptible.count = 0
     _save(tmp_path, 2)
-    assert interruptible.count >= 6  # buffer files, renames and the deletion of the old one
+    assert interruptible.count >= 7  # buffer files, renames, the deletion of the oldest one
     assert _load(tmp_path) == 2
 
 
 def test_kill_at_every_step_of_a_save_leaves_a_consistent_checkpoint(tmp_path, interruptible):
     (tmp_path / "probe").mkdir()
+    _save(tmp_path / "probe", 0)
     _save(tmp_path / "probe", 1)
     interruptible.count = 0
     _save(tmp_path / "probe", 2)
@@ -121,7 +125,7 @@ def test_kill_at_every_step_of_a_save_leaves_a_consistent_checkpoint(tmp_path, i
         seen.add(got)
         _save(job, 3)  # the next save after a kill works (CI once failed exactly here)
         assert _load(job) == 3
-        assert sorted(p.name for p in job.iterdir()) == ["checkpoint"]
+        assert sorted(p.name for p in job.iterdir()) == ["checkpoint", "checkpoint.prev"]
     assert seen == {1, 2}  # both sides of the commit point were exercised
 
 
@@ -136,13 +140,13 @@ def test_first_save_killed_leaves_no_checkpoint(tmp_path, interruptible):
 def test_missing_buffer_is_an_error_not_a_silent_restart(tmp_path):
     _save(tmp_path, 1)
     shutil.rmtree(tmp_path / "checkpoint" / "buffer")
-    with pytest.raises(CheckpointError, match="demo buffer saved with it"):
+    with pytest.raises(CheckpointError, match="damaged: .*buffer.a.txt is missing; no good earlier"):
         load_checkpoint(tmp_path, {"actor": torch.nn.Linear(2, 2)}, TwoFileBuffer())
 
 
 def test_kill_during_recovery_is_recovered_next_time(tmp_path, interruptible):
     """The recovery on the next start moves and deletes directories too: kill it as well."""
-    for kill_save in (4, 5, 6):  # between the renames, before and during the cleanup
+    for kill_save in (3, 4, 5, 6, 7):  # between the renames, before and during the rotation
         for kill_recover in (1, 2, 3):
             job = tmp_path / f"s{kill_save}r{kill_recover}"
             _killed_save(job, interruptible, kill_save)
@@ -155,6 +159,20 @@ def test_kill_during_recovery_is_recovered_next_time(tmp_path, interruptible):
             assert _load(job) in (1, 2)
             _save(job, 3)
             assert _load(job) == 3
+
+
+def test_a_damaged_checkpoint_is_never_loaded_the_one_before_is(tmp_path):
+    """A truncated or altered file (e.g. a demo-buffer row file) is caught by the manifest."""
+    _save(tmp_path, 1)
+    _save(tmp_path, 2)
+    damaged = tmp_path / "checkpoint" / "buffer" / "a.txt"
+    damaged.write_text("")  # truncated
+    with pytest.warns(UserWarning, match="a.txt has 0 bytes, the checkpoint wrote 1.*resuming from the one before"):
+        assert _load(tmp_path) == 1
+    (tmp_path / "checkpoint.prev" / "buffer" / "b.txt").write_text("7")  # same size, altered
+    with pytest.raises(CheckpointError, match="damaged: .*a.txt has 0 bytes.*no good earlier checkpoint"):
+        _load(tmp_path)
+    assert damaged.exists()  # refused, not deleted
 
 
 def test_foreign_or_old_layout_checkpoints_are_refused_not_overwritten(tmp_path):

@@ -1,12 +1,19 @@
 """Crash-safe job checkpoints: weights, optimiser, counters and the demo buffer, always together.
 
 A job directory holds one ``checkpoint/`` directory with ``state.pt`` (the ``state_dict`` of
-every module given, the training counters and the torch CPU and CUDA RNG states) and ``buffer/`` (the demo
-buffer's own ``dumps``), both from the same iteration. A save writes ``checkpoint.tmp/``
+every module given, the training counters and the torch CPU and CUDA RNG states), ``buffer/``
+(the demo buffer's own ``dumps``), both from the same iteration, and ``manifest.json`` (the
+size and SHA-256 of every other file, written last). A save writes ``checkpoint.tmp/``
 completely, then renames ``checkpoint/ -> checkpoint.old/``, ``checkpoint.tmp/ ->
-checkpoint/``, and deletes ``checkpoint.old/``. A kill at any point of that (SIGKILL, a full
-disk, a pre-empted node) leaves one complete checkpoint that :func:`recover_checkpoint` finds:
-``checkpoint/`` if it exists, otherwise ``checkpoint.old/``.
+checkpoint/``, and ``checkpoint.old/ -> checkpoint.prev/`` (the one before, kept). A kill at
+any point of that (SIGKILL, a full disk, a pre-empted node) leaves one complete checkpoint
+that :func:`recover_checkpoint` finds: ``checkpoint/`` if it exists, otherwise
+``checkpoint.old/``.
+
+Loading verifies every file against the manifest. A damaged checkpoint (a truncated or
+altered file, a file gone) is never loaded: :func:`load_checkpoint` falls back on
+``checkpoint.prev/`` when that one verifies, and says so; otherwise it raises, naming the
+damaged file.
 
 :func:`check_capacity` checks before training that the machine can hold what a job will
 need (e.g. the demo buffer's ``footprint``), so a run fails at its start in one line rather
@@ -19,8 +26,11 @@ buffer of iteration k-1) would resume silently on the wrong data.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any, Mapping, Protocol
 
@@ -29,6 +39,7 @@ import torch
 CHECKPOINT_DIR = "checkpoint"  # <job>/checkpoint/{state.pt, buffer/}
 STATE_FILE = "state.pt"
 BUFFER_DIR = "buffer"
+MANIFEST_FILE = "manifest.json"  # {relative path: [size, sha256]} of every other file
 _OLD_LAYOUT = "checkpoint.pt"  # before crash-safe directories (first landing's early runs)
 
 
@@ -94,6 +105,44 @@ def checkpoint_dirs(job_dir: Path) -> tuple[Path, Path, Path]:
     return tuple(Path(job_dir) / (CHECKPOINT_DIR + suffix) for suffix in ("", ".old", ".tmp"))
 
 
+def previous_dir(job_dir: Path) -> Path:
+    """``checkpoint.prev``: the checkpoint before the current one, kept as a fallback."""
+    return Path(job_dir) / (CHECKPOINT_DIR + ".prev")
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def write_manifest(directory: Path) -> None:
+    """Record the size and SHA-256 of every file under ``directory`` in its manifest."""
+    files = sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST_FILE)
+    entries = {str(p.relative_to(directory)): [p.stat().st_size, _sha256(p)] for p in files}
+    (directory / MANIFEST_FILE).write_text(json.dumps(entries, indent=0))
+
+
+def verify_manifest(directory: Path) -> str | None:
+    """``None`` when every file of the manifest is there with its size and checksum, else what
+    is wrong (one line). A checkpoint written before manifests existed has none and passes."""
+    manifest = directory / MANIFEST_FILE
+    if not manifest.exists():
+        return None
+    try:
+        entries = json.loads(manifest.read_text())
+    except (OSError, ValueError) as err:
+        return f"{manifest} is unreadable ({err})"
+    for rel, (size, digest) in entries.items():
+        path = directory / rel
+        if not path.is_file():
+            return f"{path} is missing"
+        if path.stat().st_size != size:
+            return f"{path} has {path.stat().st_size} bytes, the checkpoint wrote {size}"
+        if _sha256(path) != digest:
+            return f"{path} does not match its checksum (altered after it was written)"
+    return None
+
+
 def recover_checkpoint(job_dir: Path) -> Path | None:
     """Bring ``job_dir`` back to one consistent checkpoint after a kill; return its directory.
 
@@ -103,8 +152,11 @@ def recover_checkpoint(job_dir: Path) -> Path | None:
     if tmp.exists():  # killed while writing (or before its rename): never trusted
         shutil.rmtree(tmp)
     if old.exists():
-        if ckpt.exists():  # killed while deleting the previous checkpoint
-            shutil.rmtree(old)
+        if ckpt.exists():  # killed before the previous checkpoint became checkpoint.prev
+            prev = previous_dir(job_dir)
+            if prev.exists():
+                shutil.rmtree(prev)
+            os.replace(old, prev)
         else:  # killed between the two renames: the previous checkpoint is the good one
             os.replace(old, ckpt)
     if ckpt.exists() and not (ckpt / STATE_FILE).exists():
@@ -153,11 +205,15 @@ def save_checkpoint(
     if buffer is not None:
         buffer.dumps(tmp / BUFFER_DIR)
     torch.save(payload, tmp / STATE_FILE)
+    write_manifest(tmp)
     if ckpt.exists():
         os.replace(ckpt, old)
     os.replace(tmp, ckpt)  # the commit point
     if old.exists():
-        shutil.rmtree(old)
+        prev = previous_dir(job_dir)
+        if prev.exists():
+            shutil.rmtree(prev)
+        os.replace(old, prev)
     return ckpt
 
 
@@ -174,6 +230,16 @@ def load_checkpoint(
     ckpt = recover_checkpoint(job_dir)
     if ckpt is None:
         return None
+    damage = verify_manifest(ckpt)
+    if damage is not None:
+        prev = previous_dir(job_dir)
+        if not (prev / STATE_FILE).exists() or verify_manifest(prev) is not None:
+            raise CheckpointError(
+                f"checkpoint {ckpt} is damaged: {damage}; no good earlier checkpoint is left. "
+                f"Delete {ckpt} to restart this job from scratch.")
+        warnings.warn(f"checkpoint {ckpt} is damaged ({damage}); resuming from the one before it, {prev}.",
+                      stacklevel=2)
+        ckpt = prev
     try:
         payload = torch.load(ckpt / STATE_FILE, weights_only=False)
         for k, module in modules.items():
