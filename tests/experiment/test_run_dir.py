@@ -74,3 +74,32 @@ def test_resume_applies_allowed_overrides_and_refuses_the_others():
 def test_resume_of_a_directory_without_config(tmp_path):
     with pytest.raises(RunDirError, match="is not a run directory"):
         load_run_settings(tmp_path)
+
+
+def test_a_second_process_cannot_use_a_run_dir_in_use_and_a_dead_ones_lock_is_taken_over(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from torchrl_chunk.experiment.run_dir import LOCK_FILE, RunDirError, lock_run_dir
+
+    run_dir = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c",
+                               "import sys, time; from torchrl_chunk.experiment.run_dir import lock_run_dir; "
+                               f"lock_run_dir({str(run_dir)!r}); print('locked', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RunDirError, match=rf"in use by a run still going \(pid {holder.pid} on .*choose another run_dir"):
+            lock_run_dir(run_dir)
+        with pytest.raises(RunDirError, match="in use"):
+            open_run_dir(run_dir, {"a": 1})  # before config.yaml is touched
+        assert not (run_dir / "config.yaml").exists()
+    finally:
+        holder.send_signal(signal.SIGKILL)  # a crash: no cleanup runs
+        holder.wait()
+    assert (run_dir / LOCK_FILE).exists()  # the file stays, its lock died with the process
+    lock_run_dir(run_dir)
+    lock_run_dir(run_dir)  # this process holds it: a no-op
+    assert open_run_dir(run_dir, {"a": 1}) is False

@@ -8,6 +8,11 @@ jobs write. Three rules keep results honest:
 * **One run per directory.** :func:`open_run_dir` refuses a directory whose ``config.yaml``
   has other settings (it would print the old run's results under the new settings), naming
   the settings that differ.
+* **One process per directory.** :func:`lock_run_dir` (called by :func:`open_run_dir` and
+  :func:`save_run_settings`) holds an exclusive ``flock`` on ``run.lock`` for the life of
+  the process: a second run in the same directory is refused, naming the first one's pid.
+  The kernel drops the lock when its process dies, however it dies, so a crashed run never
+  leaves a stale lock behind.
 * **Resume keeps the training computation.** :func:`resume_settings` takes the saved
   settings and applies only overrides under ``allowed`` prefixes (evaluation, logging,
   devices, worker counts); any other override is refused by name instead of being ignored.
@@ -20,7 +25,10 @@ written with OmegaConf, which Hydra already brings.
 
 from __future__ import annotations
 
+import fcntl
 import os
+import socket
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +36,8 @@ from typing import Any
 from omegaconf import OmegaConf
 
 CONFIG_FILE = "config.yaml"
+LOCK_FILE = "run.lock"
+_HELD: dict[Path, int] = {}  # run directory -> file descriptor of its lock, held until exit
 
 
 class RunDirError(ValueError):
@@ -81,6 +91,27 @@ def check_writable(run_dir: Path) -> None:
         )
 
 
+def lock_run_dir(run_dir: Path) -> None:
+    """Hold ``run_dir/run.lock`` for the rest of this process, or raise :class:`RunDirError`
+    when another live process holds it (a no-op when this process does already)."""
+    run_dir = Path(run_dir).resolve()
+    if run_dir in _HELD:
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise RunDirError(
+            f"{run_dir} is in use by a run still going ({holder}): wait for it to end, stop it, or "
+            "choose another run_dir.") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
+    _HELD[run_dir] = fd
+
+
 def open_run_dir(run_dir: Path, settings: Mapping[str, Any], *, ignore: Sequence[str] = ()) -> bool:
     """Create ``run_dir`` and write ``config.yaml``, or check an existing one matches.
 
@@ -90,6 +121,7 @@ def open_run_dir(run_dir: Path, settings: Mapping[str, Any], *, ignore: Sequence
     """
     run_dir = Path(run_dir)
     check_writable(run_dir)
+    lock_run_dir(run_dir)
     saved_file = run_dir / CONFIG_FILE
     if saved_file.is_file():
         saved = OmegaConf.to_container(OmegaConf.load(saved_file), resolve=True)
@@ -112,6 +144,7 @@ def save_run_settings(run_dir: Path, settings: Mapping[str, Any]) -> None:
     tmp = run_dir / (CONFIG_FILE + ".tmp")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
+        lock_run_dir(run_dir)
         OmegaConf.save(OmegaConf.create(dict(settings)), tmp)
         os.replace(tmp, run_dir / CONFIG_FILE)
     except OSError as err:
