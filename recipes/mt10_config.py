@@ -51,7 +51,7 @@ NUMERIC = {
     "buffer.max_size": _int(1), "buffer.length_weighting": _num(0), "bc.decay_floor": _num(0, 1, optional=True),
     "buffer.adaptive.quantile": _num(0, 1, open_lo=True), "buffer.adaptive.window": _int(1),
     "buffer.adaptive.min_successes": _int(1),
-    "schedule.warmup_steps": _num(0, open_lo=True), "schedule.constant": _num(0),
+    "schedule.warmup_steps": _num(0), "schedule.constant": _num(0),
     "optim.lr": _num(0, open_lo=True), "optim.critic_lr": _num(0, optional=True, open_lo=True),
     "optim.weight_decay": _num(0), "optim.max_grad_norm": _num(0, open_lo=True),
     "train.total_env_steps": _int(1), "train.eval_every_env_steps": _int(1),

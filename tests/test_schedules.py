@@ -27,7 +27,7 @@ def test_schedule_is_monotone():
     assert values[-1] < 1.0 + 1e-12
 
 
-@pytest.mark.parametrize("bad", [-1, -0.5, float("nan"), "40k"])
+@pytest.mark.parametrize("bad", [-1, -0.5, float("nan"), float("inf"), "40k", True])
 def test_negative_or_bad_warmup_raises(bad):
     with pytest.raises(ValueError, match="warmup_steps"):
         TanhWarmup(bad)

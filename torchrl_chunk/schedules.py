@@ -51,9 +51,11 @@ class TanhWarmup(BetaSchedule):
 
     def __init__(self, warmup_steps: int | float) -> None:
         super().__init__()
-        if not isinstance(warmup_steps, (int, float)) or not warmup_steps >= 0:
+        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, (int, float)) or not (
+                0 <= warmup_steps < math.inf):
             raise ValueError(
-                f"warmup_steps must be a number >= 0 (0 = no warm-up), got {warmup_steps!r}."
+                f"warmup_steps must be a finite number >= 0 (0 = no warm-up; inf would keep beta at 0 "
+                f"forever), got {warmup_steps!r}."
             )
         self.warmup_steps = float(warmup_steps)
 

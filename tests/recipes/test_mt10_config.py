@@ -47,7 +47,7 @@ def test_presets_pass():
         ("ppo.minibatch_size=2.5", "ppo.minibatch_size must be an integer, got 2.5"),
         ("optim.lr=0", "optim.lr must be > 0"),
         ("optim.lr=nan", "optim.lr must be a finite number"),
-        ("schedule.warmup_steps=-1", "schedule.warmup_steps must be > 0"),
+        ("schedule.warmup_steps=-1", "schedule.warmup_steps must be >= 0"),
         ("ppo.gamma=1.5", "ppo.gamma must be > 0 and <= 1"),
         ("buffer.max_size=0", "buffer.max_size must be >= 1"),
         ("env.num_workers=0", "env.num_workers must be auto or an integer in [1, env.num_envs=4], got 0"),
@@ -116,3 +116,7 @@ def test_gpu_jobs_on_ray_must_ask_for_gpus(monkeypatch):
     msg = error_of("launcher=ray", "device=cuda")
     assert "launcher=ray with device=cuda needs ray.job_gpus > 0" in msg
     mt10_config.check_config(config("launcher=ray", "device=cuda", "ray.job_gpus=0.5"))
+
+
+def test_warmup_zero_is_no_warmup_as_the_library_documents():
+    mt10_config.check_config(config("schedule.warmup_steps=0"))
