@@ -1,4 +1,4 @@
-"""MetaWorld MT10 env: keys, sparse reward, chunking with the scripted expert, seeding, pixels."""
+"""MetaWorld env: task lists (MT10, MT50), keys, sparse reward, chunking with the scripted expert, seeding, pixels."""
 
 from __future__ import annotations
 
@@ -25,7 +25,14 @@ from torchrl_chunk.envs import (
     make_metaworld_env,
     task_index,
 )
-from torchrl_chunk.envs.metaworld import make_task_configs
+from torchrl_chunk.envs.metaworld import (
+    ALL_V3_TASKS,
+    MT50_TASKS,
+    make_task_configs,
+    num_task_ids,
+    resolve_task_list,
+    task_name,
+)
 
 REACH = "reach-v3"
 
@@ -42,17 +49,78 @@ def test_task_list_and_instructions():
         "drawer-close-v3", "button-press-topdown-v3", "peg-insert-side-v3",
         "window-open-v3", "window-close-v3",
     )  # fmt: skip
-    assert set(TASK_INSTRUCTIONS) == set(MT10_TASKS)
-    assert all(isinstance(v, str) and v for v in TASK_INSTRUCTIONS.values())
+    assert set(MT10_TASKS) <= set(TASK_INSTRUCTIONS)
     assert task_index("door-open-v3") == 3
 
 
-def test_unknown_task_lists_valid_ones():
-    with pytest.raises(ValueError, match="Valid tasks: reach-v3, push-v3") as err:
+def test_mt50_task_list_matches_metaworld_and_keeps_mt10_ids():
+    from metaworld.env_dict import ALL_V3_ENVIRONMENTS
+    from metaworld.policies import ENV_POLICY_MAP
+
+    assert len(ALL_V3_TASKS) == 50 and MT50_TASKS == ALL_V3_TASKS
+    assert set(ALL_V3_TASKS) == set(ALL_V3_ENVIRONMENTS)  # exactly MetaWorld's fifty
+    assert set(ALL_V3_TASKS) <= set(ENV_POLICY_MAP)  # every task has a scripted expert
+    assert ALL_V3_TASKS[:10] == MT10_TASKS  # MT10's ids 0..9 are what they always were
+    assert [task_index(t) for t in MT10_TASKS] == list(range(10))
+    # the other forty follow in MetaWorld's own order
+    assert list(ALL_V3_TASKS[10:]) == [t for t in ALL_V3_ENVIRONMENTS if t not in MT10_TASKS]
+    assert task_index("assembly-v3") == 10 and task_name(49) == "sweep-v3" == ALL_V3_TASKS[49]
+    assert [task_index(task_name(i)) for i in range(50)] == list(range(50))
+    assert num_task_ids("window-close-v3") == 10 and num_task_ids(9) == 10
+    assert num_task_ids("assembly-v3") == 50 and num_task_ids("sweep-v3") == 50
+    with pytest.raises(ValueError, match=r"valid indices are 0\.\.49"):
+        task_index(50)
+
+
+def test_every_task_has_its_own_instruction():
+    assert set(TASK_INSTRUCTIONS) == set(ALL_V3_TASKS)
+    assert all(isinstance(v, str) and v.strip() == v and v for v in TASK_INSTRUCTIONS.values())
+    assert len(set(TASK_INSTRUCTIONS.values())) == 50  # no two tasks share a prompt
+    # the MT10 prompts are unchanged (Octo instruction tables were made from them)
+    assert TASK_INSTRUCTIONS["reach-v3"] == "reach the red goal position with the gripper"
+    assert TASK_INSTRUCTIONS["window-close-v3"] == "slide the window closed"
+
+
+def test_unknown_task_names_the_closest_valid_ones():
+    with pytest.raises(ValueError) as err:
         make_metaworld_env("open-the-fridge")
-    assert "window-close-v3" in str(err.value)
-    with pytest.raises(ValueError, match="Did you mean 'reach-v3'"):
+    msg = str(err.value)
+    assert "\n" not in msg and "Unknown MetaWorld v3 task 'open-the-fridge'." in msg
+    assert "Did you mean" not in msg  # nothing is close: no guess, the full list instead
+    assert "Valid tasks: reach-v3, push-v3" in msg and "window-close-v3" in msg and "sweep-v3" in msg
+    with pytest.raises(ValueError, match="Did you mean 'reach-v3', 'reach-wall-v3'"):
         task_index("reach")
+    with pytest.raises(ValueError, match="Did you mean 'pick-place-v3'"):
+        task_index("pick_place-v2")
+    with pytest.raises(ValueError, match="Did you mean 'button-press-topdown-v3'"):
+        task_name("button-press-top")
+
+
+def test_task_list_presets_and_lists():
+    assert resolve_task_list("mt10") == list(MT10_TASKS) == resolve_task_list("all")
+    assert resolve_task_list("mt50") == list(ALL_V3_TASKS) == resolve_task_list("MT50")
+    assert resolve_task_list(["sweep-v3", "reach-v3"]) == ["sweep-v3", "reach-v3"]  # order kept
+    assert resolve_task_list("push-wall-v3") == ["push-wall-v3"]
+    with pytest.raises(ValueError, match=r"unknown task\(s\) \['sweep', 'nope-v3'\].*Did you mean 'sweep-v3'"):
+        resolve_task_list(["reach-v3", "sweep", "nope-v3"])
+    with pytest.raises(ValueError, match="listed more than once"):
+        resolve_task_list(["reach-v3", "push-v3", "reach-v3"])
+    with pytest.raises(ValueError, match="empty"):
+        resolve_task_list([])
+    with pytest.raises(ValueError, match="neither a preset .*mt10, mt50"):
+        resolve_task_list("mt20")
+
+
+def test_mt50_task_env_carries_its_global_id():
+    env = make_metaworld_env("sweep-into-v3", num_envs=2, chunk_size=4, seed=3)
+    check_env_specs(env)
+    assert env.observation_spec["observation", "task_id"].space.n == 50
+    td = env.reset()
+    assert td["observation", "task_id"].squeeze(-1).tolist() == [ALL_V3_TASKS.index("sweep-into-v3")] * 2 == [48, 48]
+    env.close()
+    mt10 = make_metaworld_env(REACH, num_envs=1, chunk_size=None)
+    assert mt10.observation_spec["observation", "task_id"].space.n == 10  # MT10 specs unchanged
+    mt10.close()
 
 
 def test_keys_shapes_sparse_reward_and_specs():

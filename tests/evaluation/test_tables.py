@@ -68,3 +68,72 @@ def test_build_table_averages_seeds():
     assert row["len_p10"] == pytest.approx(40.0)
     row = build_table([job(1, 0.5, 40.0), job(2, 0.1, None)])["Ours"]["push-v3"]
     assert row["avg_shortest_10pct"] is None  # as the Average row: missing if any seed's is
+
+
+def _mt50_grid(seeds=(None,)):
+    """Job results of two labels on all fifty tasks, in a shuffled task order."""
+    import random
+
+    from torchrl_chunk.envs.metaworld import ALL_V3_TASKS
+
+    tasks = list(ALL_V3_TASKS)
+    random.Random(0).shuffle(tasks)
+    jobs = []
+    for seed in seeds:
+        for label, base in (("Ours", 0.5), ("SFT", 0.1)):
+            for task in tasks:
+                i = ALL_V3_TASKS.index(task)
+                succ = base + 0.01 * i + (0.05 * seed if seed else 0.0)
+                length = None if (label == "SFT" and task == "peg-insert-side-v3") else 40.0 + i
+                jobs.append({"label": label, "task": task, "seed": seed,
+                             "metrics": {"success_rate": succ, "len_p10": length, "avg_shortest_10pct": length}})
+    return jobs
+
+
+def test_table_i_layout_for_all_fifty_tasks():
+    from torchrl_chunk.envs.metaworld import ALL_V3_TASKS, MT10_TASKS
+    from torchrl_chunk.evaluation.tables import TASK_DISPLAY_NAMES, display_name
+
+    table = merge_results(build_table(_mt50_grid(), label_order=TABLE_I_LABELS))
+    assert list(table) == [*ALL_V3_TASKS, AVERAGE_ROW]  # MT10 in Table I order first, then the other forty
+    assert table[AVERAGE_ROW]["Ours"]["success_rate"] == pytest.approx(0.5 + 0.01 * 24.5)
+    assert table[AVERAGE_ROW]["Ours"]["len_p10"] == pytest.approx(64.5)
+    assert table[AVERAGE_ROW]["SFT"]["len_p10"] is None  # one task's length missing: the average is too
+
+    assert set(TASK_DISPLAY_NAMES) == set(ALL_V3_TASKS)
+    assert len(set(TASK_DISPLAY_NAMES.values())) == 50  # every row is told apart
+    assert [display_name(t) for t in MT10_TASKS[:3]] == ["Reach", "Push", "Pick-Place"]  # Table I's names
+    assert display_name("pick-out-of-hole-v3") == "Pick-Out-of-Hole"
+    assert display_name("button-press-topdown-wall-v3") == "Button-Press-Topdown-Wall"
+
+    md = results_to_markdown(build_table(_mt50_grid(), label_order=TABLE_I_LABELS)).splitlines()
+    assert len(md) == 3 + 50 + 1  # two header rows and the rule, 50 tasks, Average
+    assert md[2] == "|  | SFT | Ours | SFT | Ours | SFT | Ours |"
+    assert md[3] == "| Reach | 0.10 | 0.50 | 40.00 | 40.00 | 40.00 | 40.00 |"
+    assert md[10] == "| Peg-Insert-Side | 0.17 | 0.57 | – | 47.00 | – | 47.00 |"
+    assert md[13] == "| Assembly | 0.20 | 0.60 | 50.00 | 50.00 | 50.00 | 50.00 |"
+    assert md[-2] == "| Sweep | 0.59 | 0.99 | 89.00 | 89.00 | 89.00 | 89.00 |"
+    assert md[-1] == "| Average | 0.34 | 0.74 | – | 64.50 | – | 64.50 |"  # 0.345 and 0.745 (binary) round down
+    assert [row.split(" | ")[0][2:] for row in md[3:-1]] == [TASK_DISPLAY_NAMES[t] for t in ALL_V3_TASKS]
+    csv_lines = results_to_csv(build_table(_mt50_grid())).strip().splitlines()
+    assert len(csv_lines) == 2 + 50 + 1 and csv_lines[-1].startswith("Average,")
+
+
+def test_rliable_statistics_over_fifty_tasks():
+    from torchrl_chunk.envs.metaworld import ALL_V3_TASKS
+    from torchrl_chunk.evaluation.statistics import compute_statistics, score_matrix, statistics_markdown
+
+    jobs = _mt50_grid(seeds=(1, 2, 3))
+    acc = score_matrix(jobs, "success_rate")
+    assert acc["Ours"].shape == (3, 50)  # seeds x tasks, tasks in ALL_V3_TASKS order
+    assert acc["Ours"][0, :3].tolist() == pytest.approx([0.55, 0.56, 0.57])
+    length = score_matrix(jobs, "avg_shortest_10pct")
+    assert (length["SFT"][:, ALL_V3_TASKS.index("peg-insert-side-v3")] == 200.0).all()  # missing counts as 200
+    stats = compute_statistics(jobs, reps=200)
+    assert stats.tasks == ALL_V3_TASKS and stats.labels == ("SFT", "Ours")
+    points, cis = stats.aggregates["success_rate"]
+    assert points["Ours"][1] == pytest.approx(0.5 + 0.245 + 0.1)  # the mean over 3 seeds x 50 tasks
+    assert cis["Ours"][0, 1] <= points["Ours"][1] <= cis["Ours"][1, 1]
+    md = statistics_markdown(stats)
+    assert "### Aggregate over 50 tasks × 3 seeds" in md and "| Pick-Out-of-Hole | " in md
+    assert "| SFT | 50 of 50 | 50 of 50 |" in md  # Ours is better on every one of the fifty tasks

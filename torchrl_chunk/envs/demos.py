@@ -1,4 +1,4 @@
-"""Scripted-expert demonstrations for MetaWorld MT10.
+"""Scripted-expert demonstrations for MetaWorld v3 (MT10 and the other MT50 tasks).
 
 Section III.A.1: "The demonstration dataset is collected with the rule-based policy
 provided with the environment, each trajectory capped at 200 steps." SFT uses 10
@@ -6,11 +6,17 @@ demonstrations per task, SFT-100 uses 100, and the self-BC buffer of the propose
 is initialised with the same 10 (Section II.B, Eq. 6; its length limit is the longest
 expert trajectory).
 
+Some scripted policies fail some configurations (peg-insert-side about 15 %, and other
+MT50 experts: ``scripts/demo_survey.py`` measures all fifty). Only successful episodes
+are kept; :attr:`ExpertDemos.num_tries` counts the attempts, and a task whose expert
+cannot give ``num_demos`` successes within ``max_tries`` attempts is refused with an
+:class:`ExpertDemoError` naming the task and the counts.
+
 Format (consumed by the demonstration buffer; keep it stable): every trajectory is a
 ``TensorDict`` of batch ``[T]`` (T = env steps up to and including the first success)::
 
     ("observation", "state")           float32 [T, 39]
-    ("observation", "task_id")         int64   [T, 1]
+    ("observation", "task_id")         int64   [T, 1]          index into ALL_V3_TASKS
     ("observation", "image")           uint8   [T, H, W, 3]   (from_pixels=True only)
     "action"                           float32 [T, 4]          clipped to [-1, 1]
     ("next", "reward")                 float32 [T, 1]          1 at the last step
@@ -27,8 +33,10 @@ from __future__ import annotations
 import os
 import uuid
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,9 +46,32 @@ from torchrl_chunk.envs.metaworld.simulator import STATE_DIM, TaskSim
 from torchrl_chunk.envs.metaworld.tasks import DEMO_STREAM, derive_seed, task_index, task_name
 from torchrl_chunk.keys import ACTION_KEY, IMAGE_KEY, STATE_KEY, SUCCESS_KEY, TASK_ID_KEY
 
-__all__ = ["ExpertDemos", "collect_expert_demos", "load_demos", "save_demos"]
+__all__ = ["ExpertDemoError", "ExpertDemos", "collect_expert_demos", "load_demos", "save_demos", "scripted_policy"]
 
 _FORMAT_VERSION = 1
+
+
+class ExpertDemoError(RuntimeError):
+    """The expert gave fewer than ``num_demos`` successful episodes in ``tries`` attempts."""
+
+    def __init__(self, task: str, successes: int, num_demos: int, tries: int, max_tries: int, max_steps: int) -> None:
+        self.task, self.successes, self.num_demos, self.tries = task, successes, num_demos, tries
+        super().__init__(
+            f"collect_expert_demos({task!r}): only {successes} of {num_demos} episodes succeeded in "
+            f"{tries} tries, and max_tries={max_tries} leaves too few to reach {num_demos} (episodes capped "
+            f"at {max_steps} steps): the scripted expert of {task} cannot give {num_demos} demos; raise "
+            f"max_tries or max_steps, or leave {task} out of the tasks."
+        )
+
+
+def scripted_policy(task: str | int) -> Callable[[np.ndarray], np.ndarray]:
+    """MetaWorld's rule-based policy of ``task`` as ``state -> action`` (unclipped)."""
+    from metaworld.policies import ENV_POLICY_MAP
+
+    name = task_name(task)
+    if name not in ENV_POLICY_MAP:
+        raise ValueError(f"MetaWorld has no scripted policy for {name!r}; demos cannot be collected for it.")
+    return ENV_POLICY_MAP[name]().get_action
 
 
 @dataclass
@@ -48,7 +79,7 @@ class ExpertDemos:
     """Successful scripted-expert trajectories of one task.
 
     Attributes:
-        task: MT10 task name.
+        task: MetaWorld v3 task name.
         seed: seed of the demo configurations (demo stream, distinct from training and
             evaluation streams).
         trajectories: one ``TensorDict`` of batch ``[T]`` per demonstration (format in
@@ -68,6 +99,18 @@ class ExpertDemos:
 
     def __len__(self) -> int:
         return len(self.trajectories)
+
+    @property
+    def success_rate(self) -> float:
+        """Share of the attempts that succeeded (``len(self) / num_tries``)."""
+        return len(self) / self.num_tries if self.num_tries else 0.0
+
+    def summary(self) -> str:
+        """One line: demos, attempts, lengths, e.g. for the recipe's log."""
+        lengths = self.lengths
+        span = f"lengths {min(lengths)}-{max(lengths)}" if lengths else "no demos"
+        return (f"{self.task}: {len(self)} expert demos in {self.num_tries} attempts "
+                f"({self.num_tries - len(self)} failed), {span} env steps (seed {self.seed})")
 
     @property
     def lengths(self) -> list[int]:
@@ -105,6 +148,7 @@ def collect_expert_demos(
     from_pixels: bool = False,
     image_size: int = 128,
     max_tries: int | None = None,
+    policy: Callable[[np.ndarray], Any] | None = None,
 ) -> ExpertDemos:
     """Run MetaWorld's scripted policy and keep ``num_demos`` successful trajectories.
 
@@ -117,38 +161,39 @@ def collect_expert_demos(
     policy's "Constant(s) may be too high" warnings are filtered.
 
     Args:
-        task: MT10 task name or index.
+        task: MetaWorld v3 task name (any of ``ALL_V3_TASKS``) or its index.
         num_demos: number of successful trajectories to return.
         seed: non-negative demo seed.
 
     Keyword Args:
         max_steps: episode cap (paper: 200).
         from_pixels, image_size: also record 128 px HWC images.
-        max_tries: give up (``RuntimeError``) after this many episodes
-            (default ``10 * num_demos + 10``).
+        max_tries: give up with an :class:`ExpertDemoError` (a ``RuntimeError`` naming
+            the task, the successes and the attempts) once this many episodes could no
+            longer give ``num_demos`` successes (default ``10 * num_demos + 10``).
+        policy: ``state [39] -> action [4]`` to use instead of the task's scripted
+            expert (:func:`scripted_policy`), e.g. a failing stand-in in tests.
 
     Returns:
-        :class:`ExpertDemos` with ``trajectories``, ``num_tries`` and the settings.
+        :class:`ExpertDemos` with ``trajectories``, ``num_tries`` (attempts, failures
+        included) and the settings.
     """
-    from metaworld.policies import ENV_POLICY_MAP
-
     name = task_name(task)
     if num_demos < 1:
         raise ValueError(f"num_demos must be >= 1, got {num_demos}.")
     max_tries = 10 * num_demos + 10 if max_tries is None else int(max_tries)
+    if max_tries < num_demos:
+        raise ValueError(f"max_tries ({max_tries}) must be >= num_demos ({num_demos}).")
     tid = task_index(name)
-    policy = ENV_POLICY_MAP[name]()
+    act = scripted_policy(name) if policy is None else getattr(policy, "get_action", policy)
     sim = TaskSim(name, max_steps=max_steps, image_size=image_size if from_pixels else None)
     sim.seed(derive_seed(seed, 0, DEMO_STREAM))
     trajectories: list[TensorDict] = []
     tries = 0
     try:
         while len(trajectories) < num_demos:
-            if tries >= max_tries:
-                raise RuntimeError(
-                    f"collect_expert_demos({name!r}): only {len(trajectories)} of {num_demos} "
-                    f"episodes succeeded in {tries} tries; raise max_tries or max_steps."
-                )
+            if num_demos - len(trajectories) > max_tries - tries:  # cannot reach num_demos any more
+                raise ExpertDemoError(name, len(trajectories), num_demos, tries, max_tries, int(max_steps))
             tries += 1
             state = sim.reset_fresh()
             image = sim.render() if from_pixels else None
@@ -157,7 +202,7 @@ def collect_expert_demos(
                 warnings.filterwarnings("ignore", message=r"Constant\(s\) may be too high")
                 done = False
                 while not done:
-                    action = np.clip(policy.get_action(state), -1.0, 1.0).astype(np.float32)
+                    action = np.clip(np.asarray(act(state), np.float64), -1.0, 1.0).astype(np.float32)
                     obs.append(_obs_dict(state, tid, image))
                     state, success, truncated = sim.step(action)
                     image = sim.render() if from_pixels else None

@@ -59,8 +59,7 @@ from pathlib import Path
 
 import numpy as np
 
-from torchrl_chunk.envs.metaworld.tasks import MT10_TASKS
-from torchrl_chunk.evaluation.tables import TABLE_I_LABELS, _display_name
+from torchrl_chunk.evaluation.tables import TABLE_I_LABELS, display_name, order_tasks
 
 __all__ = [
     "MISSING_LENGTH",
@@ -117,7 +116,7 @@ def _full_grid(runs: Mapping[str, Mapping[str, dict]], tasks: Sequence[str] | No
     """The tasks and seeds of a full matrix; a one-line ValueError naming what is missing."""
     if tasks is None:
         seen = [t for per_task in runs.values() for t in per_task]
-        tasks = [t for t in MT10_TASKS if t in seen] + list(dict.fromkeys(t for t in seen if t not in MT10_TASKS))
+        tasks = order_tasks(seen)
     seed_sets = {}
     for label, per_task in runs.items():
         seeds = sorted({s for t in tasks for s in per_task.get(t, {})}, key=_seed_key)
@@ -146,7 +145,8 @@ def score_matrix(
     ``results`` are ``result.json`` dicts (``"label"``, ``"task"``, ``"seed"``,
     ``"metrics"``); of two with the same label, task and seed the later wins (as in
     :func:`~torchrl_chunk.evaluation.build_table`). Rows are the seeds in increasing
-    order; columns the ``tasks`` (default: all tasks of the results, MT10 order first).
+    order; columns the ``tasks`` (default: all tasks of the results, in ``ALL_V3_TASKS``
+    order: MT10's first, then the other MT50 tasks).
     ``labels`` default to Table I's order, then the others. A missing length metric
     counts as ``missing`` (``max_steps``, 200). Raises a one-line ``ValueError`` naming
     the label and task when a seed lacks a task, or when labels have different seeds.
@@ -316,7 +316,7 @@ def statistics_markdown(stats: SeedStatistics, *, digits: int = 2) -> str:
     per_task = {(m, lb): task_intervals(stats.scores[m][lb], confidence=stats.confidence)
                 for m, _ in STAT_METRICS for lb in stats.labels}
     for j, task in enumerate(stats.tasks):
-        cells = [_display_name(task)]
+        cells = [display_name(task)]
         for m, _ in STAT_METRICS:
             for lb in stats.labels:
                 mean, ci = per_task[m, lb]

@@ -9,6 +9,10 @@ Results flow through two shapes:
 * ``{task: {label: metrics}}`` ("per task", one row per task, then the ``"Average"``
   row): :func:`merge_results`, the rows of :func:`format_table`.
 
+Any MetaWorld v3 tasks can be rows (MT10's ten, MT50's fifty, or a list): rows follow
+:data:`~torchrl_chunk.envs.metaworld.ALL_V3_TASKS` (MT10 in Table I order first), and each
+task is shown under its display name (:data:`TASK_DISPLAY_NAMES`, e.g. "Pick-Out-of-Hole").
+
 :func:`results_to_markdown` and :func:`results_to_csv` accept either.
 """
 
@@ -18,12 +22,15 @@ import csv
 import io
 from collections.abc import Iterable, Mapping, Sequence
 
-from torchrl_chunk.envs.metaworld.tasks import MT10_TASKS
+from torchrl_chunk.envs.metaworld.tasks import ALL_V3_TASKS
 from torchrl_chunk.evaluation.metrics import AVERAGE_ROW, METRICS, mt10_average
 
 __all__ = [
     "MISSING",
     "TABLE_I_LABELS",
+    "TASK_DISPLAY_NAMES",
+    "display_name",
+    "order_tasks",
     "build_table",
     "format_table",
     "merge_results",
@@ -35,6 +42,32 @@ __all__ = [
 MISSING = "–"
 #: Column order of the paper's Table I; other labels (ablations) follow them.
 TABLE_I_LABELS: tuple[str, ...] = ("SFT", "SFT-100", "PPO", "Ours")
+
+_LOWER_WORDS = {"of"}
+
+
+def _title(task: str) -> str:
+    parts = task.removesuffix("-v3").split("-")
+    return "-".join(p if i and p in _LOWER_WORDS else p.capitalize() for i, p in enumerate(parts))
+
+
+#: Row names of every MetaWorld v3 task: the name without "-v3", each word capitalised
+#: ("Button-Press-Topdown", "Pick-Out-of-Hole"), as Table I names MT10's.
+TASK_DISPLAY_NAMES: dict[str, str] = {t: _title(t) for t in ALL_V3_TASKS}
+
+
+def display_name(task: str) -> str:
+    """The row name of ``task`` (:data:`TASK_DISPLAY_NAMES`; other names titled the same way)."""
+    if task == AVERAGE_ROW:
+        return task
+    return TASK_DISPLAY_NAMES.get(task) or _title(task)
+
+
+def order_tasks(tasks: Iterable[str]) -> list[str]:
+    """``tasks`` (without duplicates) in table order: :data:`ALL_V3_TASKS` order, others after in given order."""
+    seen = list(dict.fromkeys(tasks))
+    known = set(seen) & set(ALL_V3_TASKS)
+    return [t for t in ALL_V3_TASKS if t in known] + [t for t in seen if t not in known]
 
 
 def build_table(
@@ -72,7 +105,8 @@ def build_table(
 def merge_results(per_algorithm: Mapping[str, Mapping[str, Mapping]]) -> dict[str, dict[str, dict]]:
     """Turn ``{label: {task: metrics}}`` into the per-task rows ``{task: {label: metrics}}``.
 
-    Tasks come in MT10 order (others after), then an ``"Average"`` row per label
+    Tasks come in :data:`ALL_V3_TASKS` order (MT10's in Table I order, then the other
+    MT50 tasks; unknown names after), then an ``"Average"`` row per label
     (recomputed with :func:`~torchrl_chunk.evaluation.mt10_average` if a label's results
     do not carry one).
     """
@@ -83,7 +117,7 @@ def merge_results(per_algorithm: Mapping[str, Mapping[str, Mapping]]) -> dict[st
         for task in res:
             if task != AVERAGE_ROW and task not in tasks:
                 tasks.append(task)
-    order = [t for t in MT10_TASKS if t in tasks] + [t for t in tasks if t not in MT10_TASKS]
+    order = order_tasks(tasks)
     table: dict[str, dict[str, dict]] = {t: {} for t in [*order, AVERAGE_ROW]}
     for algo, res in per_algorithm.items():
         for task in order:
@@ -94,12 +128,6 @@ def merge_results(per_algorithm: Mapping[str, Mapping[str, Mapping]]) -> dict[st
             avg = mt10_average({t: res[t] for t in order if t in res})
         table[AVERAGE_ROW][algo] = dict(avg)
     return table
-
-
-def _display_name(task: str) -> str:
-    if task == AVERAGE_ROW:
-        return task
-    return "-".join(part.capitalize() for part in task.removesuffix("-v3").split("-"))
 
 
 def format_table(
@@ -125,7 +153,7 @@ def format_table(
         sub += algos
     body = []
     for task, row in table.items():
-        cells = [_display_name(task)]
+        cells = [display_name(task)]
         for key, _ in METRICS:
             for algo in algos:
                 val = row.get(algo, {}).get(key)
@@ -141,7 +169,7 @@ def _formatted(results: Mapping, digits: int) -> tuple[list[str], list[str], lis
         isinstance(v, Mapping) and "success_rate" in v for v in first.values()
     ):
         keys = set(results)
-        if keys & (set(MT10_TASKS) | {AVERAGE_ROW}):
+        if keys & (set(ALL_V3_TASKS) | {AVERAGE_ROW}):
             return format_table(results, digits=digits)
     return format_table(merge_results(results), digits=digits, columns=list(results))
 

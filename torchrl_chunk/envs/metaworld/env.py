@@ -1,4 +1,4 @@
-"""MetaWorld MT10 single-task environments in TorchRL's VLA key schema.
+"""MetaWorld v3 (MT10, MT50) single-task environments in TorchRL's VLA key schema.
 
 Section III.A.1 of the paper: "10 single-task environments from MT10 with sparse
 rewards ... a fixed camera with an elevation of -25 deg and an azimuth of 145 deg". This
@@ -18,7 +18,9 @@ module provides
 Keys (per env, ``*B`` = batch dims):
 
 * ``("observation", "state")``: float32 ``[*B, 39]`` (MetaWorld's goal-observable state);
-* ``("observation", "task_id")``: int64 ``[*B, 1]``, index into ``MT10_TASKS``;
+* ``("observation", "task_id")``: int64 ``[*B, 1]``, index into ``ALL_V3_TASKS`` (the
+  MT10 tasks are 0..9, as in ``MT10_TASKS``); its spec has ``num_task_ids(task)`` values
+  (10 for an MT10 task, 50 otherwise);
 * ``("observation", "image")`` (``from_pixels=True``): uint8 ``[*B, H, W, 3]``,
   **HWC**, RGB, upright, from a free camera (elevation -25, azimuth 145, lookat
   (0, 0.65, 0), distance 1.25), shadows and reflections off;
@@ -49,12 +51,12 @@ from torchrl_chunk.envs.metaworld.errors import NonFiniteActionError, NonFiniteO
 from torchrl_chunk.envs.metaworld.simulator import ACTION_DIM, STATE_DIM, TaskSim
 from torchrl_chunk.envs.metaworld.tasks import (
     EVAL_SEED,
-    MT10_TASKS,
     NUM_EVAL_CONFIGS,
     TASK_INSTRUCTIONS,
     TRAIN_STREAM,
     derive_seed,
     make_eval_configs,
+    num_task_ids,
     task_index,
     task_name,
 )
@@ -74,7 +76,8 @@ class MetaWorldEnv(EnvBase):
     without resetting it raises.
 
     Args:
-        task: an MT10 task name (see :data:`MT10_TASKS`) or its index.
+        task: a MetaWorld v3 task name (see :data:`ALL_V3_TASKS`; MT10's are
+            :data:`MT10_TASKS`) or its index there (its ``task_id``).
 
     Keyword Args:
         num_envs: number of sub-envs; ``None`` gives an unbatched env (batch ``[]``).
@@ -166,7 +169,7 @@ class MetaWorldEnv(EnvBase):
         dev = self.device
         obs = Composite(
             state=Unbounded((*b, STATE_DIM), dtype=torch.float32, device=dev),
-            task_id=Categorical(len(MT10_TASKS), (*b, 1), dtype=torch.int64, device=dev),
+            task_id=Categorical(num_task_ids(self.task), (*b, 1), dtype=torch.int64, device=dev),
             shape=b,
             device=dev,
         )
@@ -341,10 +344,11 @@ def make_metaworld_env(
     gamma: float | None = None,
     device: torch.device | str = "cpu",
 ) -> EnvBase:
-    """Build a (chunked, batched) MetaWorld MT10 env in TorchRL's VLA key schema.
+    """Build a (chunked, batched) MetaWorld v3 env in TorchRL's VLA key schema.
 
     Args:
-        task: an MT10 task name (e.g. ``"push-v3"``) or its index in :data:`MT10_TASKS`.
+        task: a MetaWorld v3 task name (e.g. ``"push-v3"``, any of the fifty of
+            :data:`ALL_V3_TASKS`) or its index there (MT10's are 0..9).
 
     Keyword Args:
         num_envs: batch size ``N``; the result has batch ``[N]``.
