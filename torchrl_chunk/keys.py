@@ -23,7 +23,8 @@ from torchrl.data.vla import (
 STEPS_EXECUTED_KEY = "steps_executed"
 #: Whether any executed step of the chunk succeeded (bool [*B, 1]), under ``"next"``.
 SUCCESS_KEY = "success"
-#: Integer task index into ``torchrl_chunk.envs.MT10_TASKS`` (int64 [*B, 1]).
+#: Integer task index into ``torchrl_chunk.envs.ALL_V3_TASKS`` (int64 [*B, 1]; the MT10 tasks are
+#: its first ten, in Table I order).
 TASK_ID_KEY = ("observation", "task_id")
 #: Log-probability of the sampled chunk stored at collection time (joint over the chunk).
 SAMPLE_LOG_PROB_KEY = "action_log_prob"

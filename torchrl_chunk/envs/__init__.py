@@ -2,7 +2,8 @@
 
 * :class:`ChunkedEnv`: execute an action chunk ``[*B, h, action_dim]`` as one macro-step.
 * :class:`WorkerPoolEnv`: ``N`` envs over ``W`` worker processes as one env of batch ``[N]``.
-* :mod:`torchrl_chunk.envs.metaworld`: :data:`MT10_TASKS`, :data:`TASK_INSTRUCTIONS`,
+* :mod:`torchrl_chunk.envs.metaworld`: :data:`MT10_TASKS`, :data:`ALL_V3_TASKS` (MT50),
+  :data:`TASK_INSTRUCTIONS`,
   :func:`make_metaworld_env`, :class:`MetaWorldEnv`, :func:`make_eval_configs`,
   :class:`NonFiniteObservationError`: MetaWorld MT10 single-task envs.
 * :func:`collect_expert_demos`, :class:`ExpertDemos`, :func:`save_demos`,
@@ -20,9 +21,11 @@ from torchrl_chunk.envs.demos import (
     save_demos,
 )
 from torchrl_chunk.envs.metaworld import (
+    ALL_V3_TASKS,
     CAMERA,
     EVAL_SEED,
     MT10_TASKS,
+    MT50_TASKS,
     NUM_EVAL_CONFIGS,
     TASK_INSTRUCTIONS,
     MetaWorldEnv,
@@ -37,11 +40,13 @@ from torchrl_chunk.envs.metaworld import (
 from torchrl_chunk.envs.workers import WorkerError, WorkerPoolEnv, split_envs
 
 __all__ = [
+    "ALL_V3_TASKS",
     "CAMERA",
     "ChunkedEnv",
     "EVAL_SEED",
     "ExpertDemos",
     "MT10_TASKS",
+    "MT50_TASKS",
     "MetaWorldEnv",
     "NUM_EVAL_CONFIGS",
     "NonFiniteActionError",
