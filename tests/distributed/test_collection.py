@@ -1,5 +1,8 @@
 """Remote collection on a local Ray cluster: the env side equals a local collector, batches are
-reproducible, a killed actor is replaced and the same batch collected again."""
+reproducible, a killed actor is replaced and the same batch collected again, a batch that
+runs out of time fails with a message.
+
+Every collector gets ``timeout_s=TIMEOUT_S``: on a loaded machine a test fails, it does not hang."""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import torch
 from torchrl.collectors import Collector
 from torchrl.envs.utils import ExplorationType
 
-from _ray import reach_controller
+from _ray import TIMEOUT_S, reach_controller
 from torchrl_chunk.distributed import RayEpisodeCollector
 from torchrl_chunk.envs import NonFiniteActionError, make_metaworld_env
 from torchrl_chunk.keys import SUCCESS_KEY
@@ -37,12 +40,15 @@ def local_batch(policy, seed: int, num_envs: int = 4, decisions: int = 20, explo
 def test_remote_batches_equal_a_local_collector_env_by_env(ray_connected):
     """Same seeds per env (worker k holds envs k*n..), same chunking, same [num_envs, T] order.
 
-    The policy is batch-invariant (one Linear layer), so any difference would be the env side's.
+    The actors run the policy on 2 envs at a time, the local collector on 4. The policy is
+    batch-invariant by construction (elementwise ops only, test_batch_invariance.py), so any
+    difference would be the env side's. (An ``nn.Linear`` is not, on every x86 CPU: with
+    MKL's AVX2 kernels (AMD) its actions differed by up to 6e-7, and the states by 1e-3.)
     """
     torch.set_num_threads(1)
     policy = reach_controller()
     remote = RayEpisodeCollector(MAKE_ENV, policy, num_envs=4, num_workers=2, decisions_per_env=20,
-                                 exploration_type=ExplorationType.DETERMINISTIC)
+                                 exploration_type=ExplorationType.DETERMINISTIC, timeout_s=TIMEOUT_S)
     try:
         got = remote.collect(5)
     finally:
@@ -55,9 +61,13 @@ def test_remote_batches_equal_a_local_collector_env_by_env(ray_connected):
 
 
 def test_batches_are_reproducible_and_a_killed_actor_is_replaced(ray_connected):
+    """Bit for bit with an MLP policy (matmuls): every batch runs the policy on the same shapes
+    (2 envs per actor, 1 thread) on the same CPU, so with the same kernels. It relies on that:
+    a replacement actor with another batch size or thread count could differ in the last bits."""
     torch.manual_seed(0)
     actor, _ = make_mlp_actor_critic(torch.zeros(39), torch.ones(39), horizon=4, hidden=(32,))
-    remote = RayEpisodeCollector(MAKE_ENV, actor, num_envs=4, num_workers=2, decisions_per_env=10)
+    remote = RayEpisodeCollector(MAKE_ENV, actor, num_envs=4, num_workers=2, decisions_per_env=10,
+                                 timeout_s=TIMEOUT_S)
     try:
         first = remote.collect(7).exclude("collector")
         other = remote.collect(8).exclude("collector")
@@ -81,7 +91,7 @@ def test_an_error_in_the_env_comes_back_as_itself(ray_connected):
         for p in actor.parameters():
             p.fill_(float("nan"))
     remote = RayEpisodeCollector(MAKE_ENV, actor, num_envs=2, num_workers=2, decisions_per_env=2,
-                                 exploration_type=ExplorationType.DETERMINISTIC)
+                                 exploration_type=ExplorationType.DETERMINISTIC, timeout_s=TIMEOUT_S)
     try:
         with pytest.raises(NonFiniteActionError, match="reach-v3"):
             remote.collect(1)
@@ -93,3 +103,44 @@ def test_an_error_in_the_env_comes_back_as_itself(ray_connected):
 def test_num_envs_must_split_evenly():
     with pytest.raises(ValueError, match="multiple of num_workers"):
         RayEpisodeCollector(MAKE_ENV, reach_controller(), num_envs=3, num_workers=2, decisions_per_env=1)
+
+
+def test_a_collection_without_cpus_times_out_with_a_message(ray_connected):
+    """3 actors of 1 CPU on the 2-CPU cluster: never placed. A bounded wait, not a hang."""
+    remote = RayEpisodeCollector(MAKE_ENV, reach_controller(), num_envs=3, num_workers=3, decisions_per_env=1,
+                                 timeout_s=2.0)
+    try:
+        start = time.monotonic()
+        with pytest.raises(TimeoutError, match=r"within timeout_s=2 s \(3 Ray actors .* may lack free CPUs"):
+            remote.collect(0)
+        assert time.monotonic() - start < 60
+        assert remote.restarts == 0 and remote.actors() == [] and remote._placement is None
+    finally:
+        remote.shutdown()
+
+
+def test_a_batch_that_runs_out_of_time_stops_its_actors_and_the_next_starts_anew(ray_connected):
+    """Actors that do not answer in time (here: envs that take a minute to build, as starved
+    actors would): TimeoutError after timeout_s, not a lost worker; the next call rebuilds."""
+
+    def slow_env(**kwargs):  # defined here: cloudpickle sends it to the actors by value
+        time.sleep(120)
+        return MAKE_ENV(**kwargs)
+
+    remote = RayEpisodeCollector(slow_env, reach_controller(), num_envs=2, num_workers=2, decisions_per_env=2,
+                                 exploration_type=ExplorationType.DETERMINISTIC, timeout_s=5.0)
+    try:
+        start = time.monotonic()
+        with pytest.raises(TimeoutError, match="starved of CPU on a loaded machine"):
+            remote.collect(0)
+        assert time.monotonic() - start < 60
+        assert remote.restarts == 0 and remote.actors() == [] and remote._placement is None
+        remote.make_env, remote.timeout_s = MAKE_ENV, TIMEOUT_S
+        assert remote.collect(0).shape == torch.Size([2, 2])  # new actors, placed on the freed CPUs
+    finally:
+        remote.shutdown()
+
+
+def test_timeout_s_is_checked():
+    with pytest.raises(ValueError, match="timeout_s must be > 0 or None"):
+        RayEpisodeCollector(MAKE_ENV, reach_controller(), num_envs=2, num_workers=2, decisions_per_env=1, timeout_s=0)

@@ -1,10 +1,17 @@
-"""Ray is optional: nothing imports it unless asked, and asking without it is one line."""
+"""Ray is optional: nothing imports it unless asked, and asking without it is one line; a test
+that waits on Ray fails after a deadline instead of hanging."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
+
+from _ray import deadline
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,3 +35,25 @@ def test_the_library_and_recipe_need_no_ray_until_asked():
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 2 and all("pip install 'torchrl-chunk[ray]'" in line for line in lines)
+
+
+@pytest.mark.slow
+def test_a_deadline_fails_a_hung_ray_wait_instead_of_hanging(ray_connected):
+    """tests/_ray.py::deadline interrupts ``ray.get`` (which swallows other exceptions raised by
+    a signal handler) and fails the test with a message; the test's own deadline goes on."""
+    ray = ray_connected
+
+    @ray.remote(num_cpus=0)
+    def hang():
+        time.sleep(600)
+
+    ref = hang.remote()
+    try:
+        start = time.monotonic()
+        with pytest.raises(pytest.fail.Exception, match="the wait did not finish within 1 s: Ray's workers may"):
+            with deadline(1.0, "the wait"):
+                ray.get(ref)
+        assert time.monotonic() - start < 30
+        assert signal.getitimer(signal.ITIMER_REAL)[0] > 0  # conftest's deadline for this test is armed again
+    finally:
+        ray.cancel(ref, force=True)

@@ -41,7 +41,10 @@ def test_split_envs():
 
 @pytest.mark.parametrize("workers, start_method", [(2, None), (3, "spawn")])
 def test_pool_equals_one_process(workers, start_method):
-    """Any worker count (uneven splits too): the same batches, bit for bit, as 4 envs in one process."""
+    """Any worker count (uneven splits too): the same batches, bit for bit, as 4 envs in one process.
+
+    The workers only step the envs: the policy runs here on the whole batch of 4 either way
+    (and reach_controller is batch-invariant by construction besides)."""
     local = _collect(make_metaworld_env(REACH, num_envs=4, seed=1))
     env = make_metaworld_env(REACH, num_envs=4, num_workers=workers, seed=1, start_method=start_method)
     assert isinstance(env, WorkerPoolEnv) and env.batch_size == torch.Size([4])
@@ -62,7 +65,8 @@ def test_pool_pixels_equal_one_process():
 
 
 def test_evaluation_over_workers_is_exact():
-    """The fixed configurations reach the workers ("config_index"): per-episode equality."""
+    """The fixed configurations reach the workers ("config_index"): per-episode equality.
+    (The policy runs here, on waves of 4 in both.)"""
     policy = reach_controller()
     kw = dict(num_episodes=6, num_envs=4, return_episodes=True)
     one = evaluate_policy(policy, REACH, **kw)["episodes"]

@@ -56,6 +56,10 @@ class _PerturbedController(torch.nn.Module):
 # Per-episode lengths and successes of the step-mask loop evaluate_policy ran before it
 # went through env.rollout (commit fbef562), for num_envs < num_episodes (several waves,
 # the last one padded). The rollout must reproduce them exactly.
+# They were recorded on one CPU, and the controller's noise is a matmul: on another x86 CPU
+# (other MKL/ATen kernels) it differs in the last bits (up to 1e-6 here). Integer lengths do
+# not: checked with this CPU's AVX-512 kernels, with AVX2 (as on AMD) and SSE4.2/default ones
+# (MKL_ENABLE_INSTRUCTIONS, DNNL_MAX_CPU_ISA, ATEN_CPU_CAPABILITY), each wave of one shape.
 _BEFORE_ROLLOUT = {
     ("reach-v3", 0, 0.6, 10, 4): ([58, 58, 43, 41, 46, 48, 59, 43, 45, 45], [True] * 10),
     ("reach-v3", 3, 0.2, 7, 3): ([120] * 6 + [87], [False] * 6 + [True]),

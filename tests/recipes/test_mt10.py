@@ -129,6 +129,8 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path):
     assert killed_at is not None, "the run finished or stalled before it could be killed mid-training"
     assert not (tmp_path / "killed/jobs/ours/reach-v3/seed_1/result.json").exists()
 
+    # Bit for bit: the resumed run redoes the same computations with the same batch shapes and
+    # threads_per_process, on the same CPU (so with the same kernels).
     resumed = run(["resume=killed"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     a = json.loads((tmp_path / "full/jobs/ours/reach-v3/seed_1/result.json").read_text())
@@ -164,7 +166,9 @@ def test_pixel_models_run_in_the_recipe(tmp_path, model):
     assert len(frames) >= 2 * 2 + 4  # reset + >= 1 decision per episode, 4 black frames between
     if model != "pixel":
         return
-    # the same run in one process: the same numbers and weights (worker count is not a training setting)
+    # the same run in one process: the same numbers and weights (worker count is not a training setting).
+    # Exact because the workers only step and render the envs: the CNN policy and the learner run in
+    # the main process on the same batch shapes (env.num_envs, eval.num_envs) whatever the count.
     proc = run([*PIXEL_TINY, f"model={model}", "env.num_workers=1", "run_dir=one"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     one = json.loads((tmp_path / "one/jobs/ours/reach-v3/seed_1/result.json").read_text())

@@ -77,6 +77,8 @@ def test_sweep_on_ray_survives_a_killed_worker_and_equals_the_local_run(local_sw
     assert killed is not None, "no job was caught running"
     assert proc.returncode == 0, out[-3000:]
     assert "died" in out  # Ray reports the lost worker, then runs the job again
+    # Bit for bit: a Ray job runs the local job's computations, with its batch shapes and its
+    # threads_per_process (the recipe sets both), on this CPU: the same kernels.
     for seed in (1, 2):  # each job in its own seed directory, resumed from its checkpoint: bit for bit
         same_job(job(run_dir, seed), job(local_sweep, seed))
     md = (run_dir / "results.md").read_text()
@@ -97,7 +99,8 @@ def test_smoke_with_remote_collection_and_evaluation_in_a_sweep(local_sweep, ray
         result = json.loads((job(tmp_path / "run", seed) / "result.json").read_text())
         reference = json.loads((job(local_sweep, seed) / "result.json").read_text())
         assert result["env_steps"] >= 600 and result["updates"] > 0
-        # The evaluation before RL sees the same (SFT) policy: remote evaluation gives the local numbers.
+        # The evaluation before RL sees the same (SFT) policy: remote evaluation gives the local numbers
+        # (its shards run the local waves' shapes and thread count: distributed/evaluation.py).
         assert result["history"][0] == reference["history"][0]
     logs = "".join(p.read_text() for p in (tmp_path / "run").rglob("scalars/collect/bytes_received.csv"))
     assert logs.strip(), "the bytes received per iteration are logged"

@@ -14,8 +14,8 @@ things TorchRL's class leaves to its caller.
 1. **One reproducible batch per call.** Worker ``k``'s envs are seeded as sub-envs
    ``k * n ..`` of one env (``worker_index_offset``), and its exploration noise comes from
    ``torch.manual_seed(derive_seed(s, k, EXPLORATION_STREAM))`` (:class:`SeededCollector`),
-   so a batch depends only on (seed, weights, worker count): a resumed run, a restarted
-   actor and a second run collect the same data.
+   so a batch depends only on (seed, weights, worker count) on a given kind of CPU: a
+   resumed run, a restarted actor and a second run collect the same data.
 2. **A dead actor costs one rebuild, not the run.** A lost node, an out-of-memory kill or
    ``ray.kill`` ends the batch with a ``RayActorError``; the collector is rebuilt (new
    actors, weights pushed again) and the same batch is collected again -- by point 1
@@ -24,16 +24,23 @@ things TorchRL's class leaves to its caller.
 3. **The layout of a local collector.** ``RayCollector`` (``sync=True``) stacks the
    workers' batches into ``[W, n, T]``; this returns ``[W * n, T]``.
 
+With ``timeout_s``, a batch that takes too long (no free CPUs for the actors, or actors
+starved of CPU) raises ``TimeoutError`` instead of waiting for ever.
+
 Not equal to a local ``Collector`` of the same seed, bit for bit: there the learner's
-RNG draws the noise and the policy runs on the whole batch at once (float sums in
-another order). The env side is equal: with a batch-invariant policy the two give the
-same batches (``tests/distributed/test_collection.py``).
+RNG draws the noise and the policy runs on the whole batch at once, here on ``n`` envs
+per actor. A matmul's float sums may depend on the batch size (MKL's kernels on AMD x86
+do: a row of a batch of 4 and the same row in a batch of 2 differ in the last bits). The
+env side is equal: with a policy that is batch-invariant by construction (elementwise
+ops only) the two give the same batches (``tests/distributed/test_collection.py``).
 """
 
 from __future__ import annotations
 
 import copy
 import functools
+import threading
+import time
 import warnings
 from collections.abc import Callable
 
@@ -115,6 +122,11 @@ class RayEpisodeCollector:
         exploration_type: TorchRL exploration type of the actors' policy.
         max_restarts: rebuilds after lost actors before giving up (per collector).
         num_threads: torch intra-op threads in each actor.
+        timeout_s: seconds one :meth:`collect` may take, the start of the actors included,
+            before it raises ``TimeoutError`` (its actors are stopped: the next call starts
+            new ones). ``None`` (default) waits for ever, e.g. for CPUs that another job of
+            the cluster holds. Ray starts its workers niced: on a loaded machine they may
+            get little CPU, and a bounded wait fails instead of hanging.
         remote_config: ``ray.remote`` options of each actor (default: 1 CPU).
         collector_kwargs: extra ``Collector`` arguments.
     """
@@ -132,6 +144,7 @@ class RayEpisodeCollector:
         num_threads: int = 1,
         remote_config: dict | None = None,
         collector_kwargs: dict | None = None,
+        timeout_s: float | None = None,
     ) -> None:
         require_ray()
         if num_workers < 1 or num_envs % num_workers:
@@ -148,6 +161,9 @@ class RayEpisodeCollector:
         self.num_threads = int(num_threads)
         self.remote_config = {"num_cpus": 1, **(remote_config or {})}
         self.collector_kwargs = dict(collector_kwargs or {})
+        if timeout_s is not None and not timeout_s > 0:
+            raise ValueError(f"timeout_s must be > 0 or None, got {timeout_s}.")
+        self.timeout_s = None if timeout_s is None else float(timeout_s)
         self.restarts = 0
         #: bytes of the last batch's weights push (all workers) and of the batch received
         self.bytes_sent = 0
@@ -155,6 +171,7 @@ class RayEpisodeCollector:
         self._collector = None
         self._batches = None
         self._placement = None
+        self._deadline = self._expired = None  # of the collect() under way, with timeout_s
 
     # ------------------------------------------------------------------ building
     def _build(self) -> None:
@@ -167,7 +184,10 @@ class RayEpisodeCollector:
         # jobs sharing a cluster never each hold part of what they need and wait for ever.
         bundle = {"CPU": float(self.remote_config["num_cpus"])}
         self._placement = placement_group([bundle] * self.num_workers, strategy="PACK")
-        ray.get(self._placement.ready())
+        if self._expired is not None and self._expired.is_set():  # the watchdog came before it
+            raise ray.exceptions.GetTimeoutError("timeout_s ran out before the actors were placed")
+        wait = None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
+        ray.get(self._placement.ready(), timeout=wait)  # GetTimeoutError: see collect()
         remote_config = {**self.remote_config,
                          "scheduling_strategy": PlacementGroupSchedulingStrategy(self._placement)}
         per = self.num_envs // self.num_workers
@@ -191,6 +211,25 @@ class RayEpisodeCollector:
     # ------------------------------------------------------------------ collecting
     def collect(self, seed: int) -> TensorDictBase:
         """Push the current weights, reseed and reset every worker, return ``[num_envs, T]``."""
+        if self.timeout_s is None:
+            return self._collect(seed)
+        self._deadline, self._expired = time.monotonic() + self.timeout_s, threading.Event()
+        # Ray's waits inside RayCollector have no timeout: when time is up, the watchdog
+        # removes the placement group, which stops its actors, and those waits return.
+        watchdog = threading.Timer(self.timeout_s, self._expire, args=(self._expired,))
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            data = self._collect(seed)
+            watchdog.cancel()
+            if self._expired.is_set():  # time ran out just after the batch came: the actors are gone
+                self._discard()
+            return data
+        finally:
+            watchdog.cancel()
+            self._deadline = self._expired = None
+
+    def _collect(self, seed: int) -> TensorDictBase:
         ray = require_ray()
         weights = self._weights()
         for attempt in range(self.max_restarts + 1):
@@ -203,8 +242,13 @@ class RayEpisodeCollector:
                 data = next(self._batches)
             except ray.exceptions.RayTaskError as err:  # raised by the env or the policy
                 self._discard()  # its iterator is finished: a later collect() starts afresh
+                if self._timed_out(err):
+                    raise self._timeout_error() from err
                 raise task_error_cause(err) from None
             except Exception as err:  # noqa: BLE001 - only lost workers are retried
+                if self._timed_out(err):  # not a lost worker: the watchdog stopped them
+                    self._discard()
+                    raise self._timeout_error() from err
                 # A lost actor surfaces as a Ray error, or as a broken weight-sync
                 # connection (gloo: "Connection closed by peer"): ask the actors.
                 lost = is_worker_failure(err) or bool(self._lost_workers())
@@ -218,7 +262,7 @@ class RayEpisodeCollector:
                 warnings.warn(
                     f"a Ray collector worker was lost ({type(err).__name__}); rebuilding the "
                     f"collector and collecting the same batch again ({attempt + 1}/{self.max_restarts}).",
-                    stacklevel=2,
+                    stacklevel=3,
                 )
                 self.restarts += 1
                 self._discard()
@@ -227,6 +271,36 @@ class RayEpisodeCollector:
             self.bytes_received = data.bytes()
             return data.reshape(self.num_envs, -1)
         raise AssertionError("unreachable")
+
+    def _timed_out(self, err: BaseException) -> bool:
+        """``err`` comes from running out of ``timeout_s`` (the watchdog, or a bounded wait)."""
+        from ray.exceptions import GetTimeoutError
+
+        if self._expired is None:
+            return False
+        return self._expired.is_set() or isinstance(err, GetTimeoutError)
+
+    def _expire(self, expired: threading.Event) -> None:
+        """The watchdog of :meth:`collect` (another thread): stop the actors."""
+        expired.set()
+        placement = self._placement
+        if placement is not None:
+            from ray.util.placement_group import remove_placement_group
+
+            try:
+                remove_placement_group(placement)
+            except Exception:  # noqa: BLE001 - removed already, or the cluster is gone
+                pass
+
+    def _timeout_error(self) -> TimeoutError:
+        return TimeoutError(
+            f"remote collection did not finish within timeout_s={self.timeout_s:g} s "
+            f"({self.num_workers} Ray actors of {self.remote_config['num_cpus']:g} CPU each, "
+            f"{self.num_envs // self.num_workers} envs x {self.decisions_per_env} decisions): the cluster "
+            "may lack free CPUs (another job holds them), or its workers may be starved of CPU on a "
+            "loaded machine (Ray starts them niced). The actors were stopped; the next collect() "
+            "starts new ones. Raise timeout_s, or free CPUs."
+        )
 
     def actors(self) -> list:
         """The live Ray actors (empty before the first batch): idle between two batches, they
@@ -238,7 +312,8 @@ class RayEpisodeCollector:
         ray = require_ray()
         if self._collector is None:
             self._build()
-        return ray.get([c.__ray_call__.remote(_pid) for c in self._collector.remote_collectors])
+        return ray.get([c.__ray_call__.remote(_pid) for c in self._collector.remote_collectors],
+                       timeout=self.timeout_s)
 
     def _lost_workers(self) -> list[int]:
         """Indices of the actors that no longer answer (empty when all are alive)."""

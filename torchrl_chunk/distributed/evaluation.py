@@ -7,7 +7,10 @@ split into whole *waves* -- the ``num_envs`` episodes one local evaluation runs 
 -- dealt round-robin to ``num_workers`` Ray tasks (:func:`wave_shards`). Each task runs its
 waves with an env of the local batch size and the learner's thread count, and the parts
 are merged by episode index. Tasks whose worker dies are retried by Ray (evaluation has
-no state), up to ``max_retries``.
+no state), up to ``max_retries``. (Exactly equal where the workers' CPUs are of the kind of
+the learner's: another CPU may run the same matmul with another kernel.) With
+``timeout_s``, an evaluation that takes too long raises ``TimeoutError`` instead of
+waiting for ever.
 
 Given ``actors`` (e.g. :meth:`RayEpisodeCollector.actors`, idle between two batches), the
 shards run on them instead of new tasks: no process start-up, and no deadlock when the
@@ -23,6 +26,7 @@ configurations, which :func:`~torchrl_chunk.evaluation.runner.run_episodes` comp
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -83,13 +87,15 @@ def evaluate_policy_ray(
     num_threads: int | None = None,
     max_retries: int = 3,
     actors: Sequence | None = None,
+    timeout_s: float | None = None,
 ) -> dict:
     """:func:`~torchrl_chunk.evaluation.evaluate_policy` with the episodes on Ray workers.
 
     Takes the same keyword arguments (the first ``num_episodes`` fixed configurations)
     plus ``num_workers`` (Ray tasks of ``num_threads`` CPUs each), ``num_threads`` (torch threads in each
     task; default: this process's, as the local evaluation uses), ``max_retries`` and
-    ``actors`` (Ray actors to run the shards on, round-robin, instead of new tasks).
+    ``actors`` (Ray actors to run the shards on, round-robin, instead of new tasks) and
+    ``timeout_s`` (seconds to wait for all shards, then ``TimeoutError``; ``None``: for ever).
     ``policy`` is sent once through Ray's object store, on CPU. Returns the same dict.
     """
     ray = require_ray()
@@ -103,20 +109,41 @@ def evaluate_policy_ray(
     policy_ref = ray.put(copy.deepcopy(policy).to("cpu"))
     shards = wave_shards(range(num_episodes), batch, num_workers)
     args = [(policy_ref, name, shard, batch, env_kwargs, threads, record_episodes) for shard in shards]
+    deadline = None if timeout_s is None else time.monotonic() + float(timeout_s)
+
+    def left() -> float | None:
+        return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+    refs, on_actors = [], bool(actors)
     try:
         parts = None
         if actors:
             try:
-                parts = ray.get([actors[k % len(actors)].__ray_call__.remote(_run_shard_on_actor, *a)
-                                 for k, a in enumerate(args)])
+                refs = [actors[k % len(actors)].__ray_call__.remote(_run_shard_on_actor, *a)
+                        for k, a in enumerate(args)]
+                parts = ray.get(refs, timeout=left())
             except Exception as err:  # noqa: BLE001 - a lost actor: run the shards as tasks
                 if not is_worker_failure(err):  # incl. a RayTaskError: raised below as itself
                     raise
         if parts is None:
             remote = ray.remote(num_cpus=threads, max_retries=int(max_retries))(_run_shard)
-            parts = ray.get([remote.remote(*a) for a in args])
+            refs, on_actors = [remote.remote(*a) for a in args], False
+            parts = ray.get(refs, timeout=left())
     except ray.exceptions.RayTaskError as err:  # raised by the env or the policy: as itself
         raise task_error_cause(err) from None
+    except ray.exceptions.GetTimeoutError as err:
+        for ref in refs:  # tasks are stopped; a shard already running on an actor runs to its end
+            try:
+                ray.cancel(ref, force=not on_actors)
+            except Exception:  # noqa: BLE001 - finished or gone meanwhile
+                pass
+        raise TimeoutError(
+            f"remote evaluation of {name} ({num_episodes} episodes in {len(shards)} Ray "
+            f"{'actor calls' if on_actors else 'tasks'} of {threads} CPU(s)) did not finish within "
+            f"timeout_s={timeout_s:g} s: the cluster may lack free CPUs (collector actors hold theirs "
+            "while they live: pass actors=), or its workers may be starved of CPU on a loaded machine "
+            "(Ray starts them niced). Raise timeout_s, or free CPUs."
+        ) from err
     episodes = merge_episodes(parts)
     out: dict = {"task": name, **episodes.metrics()}
     if return_episodes or record_episodes:
