@@ -20,7 +20,9 @@ from omegaconf import DictConfig
 
 from torchrl_chunk import distributed, evaluation
 from torchrl_chunk.data import AdaptiveLengthLimit, LengthFilteredReplayBuffer
-from torchrl_chunk.envs import MT10_TASKS, collect_expert_demos, derive_seed, load_demos, make_metaworld_env, save_demos
+from torchrl_chunk.envs import (
+    MT10_TASKS, collect_expert_demos, derive_seed, load_demos, make_metaworld_env, save_demos, task_index)
+from torchrl_chunk.envs.metaworld import num_task_ids
 from torchrl_chunk.envs.metaworld.simulator import RENDER_SAMPLES
 from torchrl_chunk.experiment import load_checkpoint
 from torchrl_chunk.experiment.checkpoint import CapacityError, check_capacity
@@ -73,14 +75,14 @@ def build_model(cfg: DictConfig, demos, horizon: int):
         mean, std = observation_stats(demos.trajectories)
         return make_mlp_actor_critic(
             mean, std, horizon=horizon, hidden=tuple(m.hidden), task_embed_dim=m.task_embed_dim,
-            separate_critic=m.separate_critic, log_std_init=m.log_std_init,
+            separate_critic=m.separate_critic, log_std_init=m.log_std_init, num_tasks=num_task_ids(demos.task),
         )
     if m.name == "pixel":
         from torchrl_chunk.modules.pixel import make_pixel_actor_critic
 
         return make_pixel_actor_critic(
             horizon=horizon, channels=m.channels, embed_dim=m.embed_dim,
-            separate_critic=m.separate_critic, log_std_init=m.log_std_init,
+            separate_critic=m.separate_critic, log_std_init=m.log_std_init, num_tasks=num_task_ids(demos.task),
         )
     return _build_octo(cfg, horizon)
 
@@ -158,7 +160,7 @@ class Job:
 def make_job(cfg: DictConfig, algo: str, task: str, job_dir: Path) -> Job:
     """Build a job's parts in a fixed order (it fixes the random draws) and restore its checkpoint."""
     spec = cfg.algorithms[algo]
-    h, seed, task_idx = int(spec.horizon), int(cfg.seed), MT10_TASKS.index(task)
+    h, seed, task_idx = int(spec.horizon), int(cfg.seed), task_index(task)
     device = learner_device(cfg)
     torch.set_num_threads(int(cfg.threads_per_process))
     torch.manual_seed(derive_seed(seed, task_idx, Seeds.INIT))
