@@ -18,8 +18,8 @@ RESULT = "result.json"
 
 #: Settings that are paths: made absolute before jobs run in other processes or on other
 #: nodes (a Ray worker's working directory is not the driver's).
-PATH_SETTINGS = (("run_dir",), ("demos", "cache_dir"), ("model", "checkpoint"), ("model", "instructions"),
-                 ("model", "t5_path"))
+PATH_SETTINGS = (("run_dir",), ("demos", "cache_dir"), ("demos", "path"), ("model", "checkpoint"),
+                 ("model", "instructions"), ("model", "t5_path"))
 
 
 def absolute_paths(cfg_dict: dict) -> dict:
