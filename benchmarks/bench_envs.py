@@ -19,11 +19,14 @@ x bare (>= 6,000 frames/s). Usage::
 
     python benchmarks/bench_envs.py --task push-v3 --num-envs 8 --seconds 3 --repeats 3
     python benchmarks/bench_envs.py --workers 16 --num-envs 64   # a 16-core box
+    python benchmarks/bench_envs.py --json envs.json             # the figures as JSON too
+    python benchmarks/bench_envs.py --no-state --workers 16 --num-envs 32   # pixel rows only (scripts/gpu_check.py)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 
@@ -85,6 +88,8 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--workers", type=int, default=None, help="worker processes (pixels; default: one per core, at most --num-envs)")
     parser.add_argument("--no-pixels", action="store_true")
+    parser.add_argument("--no-state", action="store_true", help="only the pixel rows (e.g. a short GPU-box check)")
+    parser.add_argument("--json", default=None, metavar="PATH", help="also write the figures to PATH (JSON)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     n, h, px = args.num_envs, args.chunk_size, args.image_size
@@ -96,20 +101,28 @@ def main() -> None:
     )
     # (obs, name, reference name, measure function); envs are built once, measured
     # round-robin so that load changes on a shared machine hit every setup alike
-    setups = [("state", "bare (1 raw env, python loop)", None, lambda: bench_bare(args.task, args.seconds, None))]
-    envs = [make_metaworld_env(args.task, num_envs=n, chunk_size=h, seed=1)]
-    setups.append(("state", f"chunked, {n} envs in 1 process", "state", lambda: bench_torchrl(envs[0], args.seconds)))
+    if args.no_state and args.no_pixels:
+        parser.error("--no-state and --no-pixels leave nothing to measure")
+    setups, envs = [], []
+    if not args.no_state:
+        envs.append(make_metaworld_env(args.task, num_envs=n, chunk_size=h, seed=1))
+        setups += [
+            ("state", "bare (1 raw env, python loop)", None, lambda: bench_bare(args.task, args.seconds, None)),
+            ("state", f"chunked, {n} envs in 1 process", "state", lambda e=envs[-1]: bench_torchrl(e, args.seconds)),
+        ]
     if not args.no_pixels:
         envs.append(make_metaworld_env(args.task, num_envs=n, chunk_size=h, seed=1, from_pixels=True, image_size=px))
+        one = envs[-1]
         envs.append(
             make_metaworld_env(
                 args.task, num_envs=n, num_workers=w, chunk_size=h, seed=1, from_pixels=True, image_size=px
             )
         )
+        pool_env = envs[-1]
         setups += [
             (f"{px}px", "bare (1 raw env + renderer)", None, lambda: bench_bare(args.task, args.seconds, px)),
-            (f"{px}px", f"chunked, {n} envs in 1 process", f"{px}px", lambda: bench_torchrl(envs[1], args.seconds)),
-            (f"{px}px", f"pool, {w} workers x {n // w} envs", f"{px}px", lambda: bench_torchrl(envs[2], args.seconds)),
+            (f"{px}px", f"chunked, {n} envs in 1 process", f"{px}px", lambda: bench_torchrl(one, args.seconds)),
+            (f"{px}px", f"pool, {w} workers x {n // w} envs", f"{px}px", lambda: bench_torchrl(pool_env, args.seconds)),
         ]
     rates: list[list[float]] = [[] for _ in setups]
     for _ in range(args.repeats):
@@ -130,6 +143,16 @@ def main() -> None:
         print(f"pool / bare = {pool / ref:.2f} (target {target}: {'met' if pool / ref >= goal else 'missed'}); "
               f"pool / ({w} x bare) = {pool / (w * ref):.2f}; {pool:.0f} frames/s")
     print(f"loadavg(after)={os.getloadavg()[0]:.2f}")
+    if args.json:
+        rows = [{"obs": obs, "setup": name, "steps_per_s": med[i], "x_bare": med[i] / bare[obs], "runs": rates[i]}
+                for i, (obs, name, _, _) in enumerate(setups)]
+        out = {"task": args.task, "num_envs": n, "chunk_size": h, "image_size": px, "workers": w,
+               "cpus": os.cpu_count(), "mujoco_gl": os.environ.get("MUJOCO_GL"), "rows": rows}
+        if not args.no_pixels:
+            out["pool"] = {"workers": w, "frames_per_s": pool, "x_bare": pool / ref, "scaling": pool / (w * ref),
+                           "target_x_bare": goal, "met": pool / ref >= goal}
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
 
 
 if __name__ == "__main__":

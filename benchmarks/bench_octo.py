@@ -27,11 +27,14 @@ depend on them). Usage::
     python benchmarks/bench_octo.py                         # CPU tiny (+ CUDA small)
     python benchmarks/bench_octo.py --cpu-batch 16 --iters 5
     python benchmarks/bench_octo.py --skip-cpu              # CUDA only
+    python benchmarks/bench_octo.py --skip-cpu --precisions bf16,fp32 --json octo.json
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import platform
 import statistics
 import time
@@ -73,14 +76,8 @@ class Setup:
         )
         self.actor, self.critic = actor.to(device), critic.to(device)
         (self.backbone,) = find_octo_backbones(self.actor)
-        td = make_obs(batch, cfg.window_size, image_size, device)
-        with torch.no_grad():  # what the collector stores
-            self.actor(td)
-            value = self.critic(td.clone())["state_value"]
-        td["advantage"] = torch.randn(batch, 1, device=device)
-        td["value_target"] = value + torch.randn(batch, 1, device=device)
-        td["state_value"] = value
-        self.td = td
+        self.window, self.image_size = cfg.window_size, image_size
+        self.td = self.make_batch(batch)
         self.losses = {
             shared: ChunkClipPPOLoss(self.actor, self.critic, horizon=4, shared_backbone=shared)
             for shared in (True, False)
@@ -88,6 +85,18 @@ class Setup:
         self.optims = {
             k: torch.optim.AdamW(loss.parameters(), lr=1e-6) for k, loss in self.losses.items()
         }
+
+    def make_batch(self, batch: int) -> TensorDict:
+        """A collected PPO batch of ``batch`` chunk decisions (actions, log-probs, values, GAE targets)."""
+        device = self.device
+        td = make_obs(batch, self.window, self.image_size, device)
+        with torch.no_grad():  # what the collector stores
+            self.actor(td)
+            value = self.critic(td.clone())["state_value"]
+        td["advantage"] = torch.randn(batch, 1, device=device)
+        td["value_target"] = value + torch.randn(batch, 1, device=device)
+        td["state_value"] = value
+        return td
 
     def act(self, precision: str):
         def run():
@@ -139,7 +148,8 @@ def measure(fns: dict, device: torch.device, iters: int, warmup: int) -> tuple[d
     return {k: statistics.median(v) for k, v in times.items()}, peaks
 
 
-def bench(device: torch.device, cfg: OctoConfig, name: str, batch: int, args) -> dict:
+def bench(device: torch.device, cfg: OctoConfig, name: str, batch: int, args, on_result=None) -> dict:
+    """``on_result(precision, figures)`` is called after each precision (e.g. to save them)."""
     setup = Setup(cfg, batch, args.image_size, device)
     camera = cfg.image_tokenizer("primary").image_size
     print(
@@ -157,7 +167,7 @@ def bench(device: torch.device, cfg: OctoConfig, name: str, batch: int, args) ->
         f"{'1 pass':>8} {'2 passes':>8}"
     )
     results = {}
-    for precision in PRECISIONS:
+    for precision in args.precisions:
         fns = {
             "act": setup.act(precision),
             "fwd_bwd": setup.fwd_bwd(precision),
@@ -174,15 +184,42 @@ def bench(device: torch.device, cfg: OctoConfig, name: str, batch: int, args) ->
             f"{r['update2']:9.1f} {r['ratio']:8.2f} {r['ratio2']:8.2f}"
         )
         print(line + (f" {r['peak_gib']:9.2f}" if device.type == "cuda" else ""), flush=True)
-    ok = "met" if results["bf16"]["ratio"] <= TARGETS["ratio"] else "MISSED"
-    print(
-        f"[{device.type}] target update / fwd+bwd <= {TARGETS['ratio']} with one backbone pass "
-        f"(bf16: {results['bf16']['ratio']:.2f}, {ok}; fp32: {results['fp32']['ratio']:.2f})"
-    )
+        if on_result is not None:
+            on_result(precision, r)
+    if set(results) == set(PRECISIONS):
+        ok = "met" if results["bf16"]["ratio"] <= TARGETS["ratio"] else "MISSED"
+        print(
+            f"[{device.type}] target update / fwd+bwd <= {TARGETS['ratio']} with one backbone pass "
+            f"(bf16: {results['bf16']['ratio']:.2f}, {ok}; fp32: {results['fp32']['ratio']:.2f})"
+        )
     return results
 
 
+class JsonReport:
+    """``--json PATH``: the figures so far, rewritten after each precision (a killed run keeps them)."""
+
+    def __init__(self, path: str | None, **meta):
+        self.path, self.data = path, {**meta, "targets": TARGETS}
+
+    def add(self, device: str, setting: dict):
+        def on_result(precision: str, figures: dict) -> None:
+            entry = self.data.setdefault(device, {**setting, "results": {}})
+            entry["results"][precision] = figures
+            self.save()
+
+        return on_result
+
+    def save(self) -> None:
+        if self.path:
+            tmp = f"{self.path}.tmp"
+            with open(tmp, "w") as f:
+                json.dump(self.data, f, indent=1)
+            os.replace(tmp, self.path)
+
+
 def print_targets(results: dict, batch: int, is_small: bool) -> None:
+    if "bf16" not in results:
+        return
     r = results["bf16"]
     note = "" if is_small and batch == 256 else " (not the target setting: Octo-small, batch 256)"
     for key, label, fmt, better in (
@@ -209,23 +246,36 @@ def main() -> None:
     p.add_argument("--image-size", type=int, default=128, help="env image size (resized)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--skip-cpu", action="store_true")
+    p.add_argument("--precisions", default=",".join(PRECISIONS),
+                   help=f"comma-separated, measured in this order (default: {','.join(PRECISIONS)})")
+    p.add_argument("--json", default=None, metavar="PATH", help="also write the figures to PATH (JSON)")
     args = p.parse_args()
+    args.precisions = [x for x in args.precisions.split(",") if x]
+    bad = [x for x in args.precisions if x not in PRECISIONS]
+    if bad or not args.precisions:
+        p.error(f"--precisions: choose from {', '.join(PRECISIONS)} (got {bad or 'none'})")
     if args.threads:
         torch.set_num_threads(args.threads)
     print(
         f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
         f"{torch.get_num_threads()} CPU threads"
     )
+    report = JsonReport(args.json, torch=torch.__version__, window=args.window, image_size=args.image_size,
+                        iters=args.iters, warmup=args.warmup)
+    report.save()
     if not args.skip_cpu:
         small = args.cpu_config == "small"
         cfg = OctoConfig(window_size=args.window) if small else OctoConfig.tiny(window_size=args.window)
-        bench(torch.device("cpu"), cfg, args.cpu_config, args.cpu_batch, args)
+        bench(torch.device("cpu"), cfg, args.cpu_config, args.cpu_batch, args,
+              report.add("cpu", {"config": args.cpu_config, "batch": args.cpu_batch}))
     if torch.cuda.is_available():
         print(
             f"GPU: {torch.cuda.get_device_name()} (TF32 matmul "
             f"{'on' if torch.backends.cuda.matmul.allow_tf32 else 'off'}, PyTorch defaults)"
         )
-        results = bench(torch.device("cuda"), OctoConfig(window_size=args.window), "small", args.gpu_batch, args)
+        report.data["gpu"] = torch.cuda.get_device_name()
+        results = bench(torch.device("cuda"), OctoConfig(window_size=args.window), "small", args.gpu_batch, args,
+                        report.add("cuda", {"config": "small", "batch": args.gpu_batch}))
         print_targets(results, args.gpu_batch, True)
     else:
         print(
