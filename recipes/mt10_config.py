@@ -16,6 +16,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from torchrl_chunk.envs import MT10_TASKS, NUM_EVAL_CONFIGS, TASK_INSTRUCTIONS
+from torchrl_chunk.envs.metaworld import resolve_task_list
 from torchrl_chunk.envs.workers import available_cpus
 from torchrl_chunk.experiment import RunDirError, load_run_settings, open_run_dir, resume_settings, save_run_settings
 from torchrl_chunk.video import require_pyav
@@ -64,14 +65,15 @@ NUMERIC = {
 #: Numbers of the model presets, checked when the chosen model has them.
 MODEL_NUMERIC = {
     "model.task_embed_dim": _int(1), "model.channels": _int(1), "model.embed_dim": _int(1),
-    "model.window_size": _int(1), "model.log_std_init": _num(-math.inf),
+    "model.window_size": _int(1), "model.log_std_init": _num(-math.inf), "model.hidden_dim": _int(1),
+    "model.text_dim": _int(1),
 }
 CHOICES = {
     "device": ("auto", "cpu", "cuda"), "ppo.discount": ("chunk", "step"),
     "bc.loss_form": ("nll", "mse", "nll_detached_scale"), "buffer.mode": ("filtered", "static", "unrestricted"),
     "buffer.storage": ("memory", "memmap"), "schedule.kind": ("tanh", "constant"),
     "schedule.unit": ("env_steps", "updates"), "optim.name": ("adam", "adamw"),
-    "logger.backend": ("csv", "tensorboard", "wandb"), "model.name": ("mlp", "pixel", "octo_small"),
+    "logger.backend": ("csv", "tensorboard", "wandb"), "model.name": ("mlp", "pixel", "octo_small", "tiny_vla"),
     "model.precision": ("fp32", "bf16"),
     "launcher": ("local", "ray"), "collector.backend": ("local", "ray"), "eval.backend": ("local", "ray"),
 }
@@ -124,6 +126,10 @@ def check_config(cfg: DictConfig) -> None:
     unknown = [n for n in cfg.algo.names if n not in cfg.algorithms]
     if unknown:
         errors.append(f"unknown algorithm(s) {unknown} in algo.names; valid: {', '.join(cfg.algorithms)}")
+    problem = _tasks_problem(cfg.get("tasks"))
+    if problem:
+        errors.append(problem)
+    errors += demo_source_problems(cfg, read_files=not errors)
     if not errors:
         errors += _check_combinations(cfg)
     if errors:
@@ -199,12 +205,103 @@ def _check_instruction_table(path: Path) -> list[str]:
     return []
 
 
+#: ``demos.source``: MetaWorld's scripted experts, a LeRobot v3 dataset, a TorchRL ``rb.dumps`` directory.
+DEMO_SOURCES = ("scripted", "lerobot", "replay_buffer")
+
+
+def demo_source_path(cfg: DictConfig, task: str) -> Path:
+    """``demos.path/<task>`` when that folder exists (one source per task), else ``demos.path`` itself."""
+    root = Path(str(cfg.demos.path)).expanduser()
+    return root / task if (root / task).is_dir() else root
+
+
+def demo_source_problems(cfg: DictConfig, read_files: bool = True) -> list[str]:
+    """``demos.source`` and ``demos.path``; with ``read_files``, each task's source is opened (metadata
+    only) and must fit MetaWorld: 4-dim actions, 39-dim states, success recorded (or
+    ``demos.assume_success``), enough episodes, frames of ``env.image_size`` with ``env.from_pixels``."""
+    from torchrl_chunk.data import DemoSourceError, inspect_demo_source
+    from torchrl_chunk.envs.metaworld import ACTION_DIM, STATE_DIM
+
+    d = cfg.demos
+    source, path = d.get("source", "scripted"), d.get("path")
+    if source not in DEMO_SOURCES:
+        return [f"demos.source must be one of {', '.join(DEMO_SOURCES)}, got {source!r}"]
+    if source == "scripted":
+        return [] if path is None else [f"demos.path={path} is read only with demos.source=lerobot or replay_buffer "
+                                         "(scripted collects MetaWorld's experts): set demos.source, or demos.path=null"]
+    if not path:
+        what = "LeRobot dataset root" if source == "lerobot" else "rb.dumps directory"
+        return [f"demos.source={source} needs demos.path: the {what} (or a folder holding one per task, named after "
+                "the task)"]
+    pixels = bool(cfg.env.from_pixels)
+    if source == "lerobot" and pixels and not d.get("image_key"):
+        return ["demos.source=lerobot with env.from_pixels=true needs demos.image_key: the dataset's camera column "
+                "(an image or video feature, e.g. observation.image)"]
+    if not read_files:
+        return []
+    try:
+        tasks = _task_names(cfg.tasks)
+    except ValueError:
+        return []  # reported by the tasks check
+    root = Path(str(path)).expanduser()
+    if len(tasks) > 1 and not all((root / t).is_dir() for t in tasks):
+        missing = next(t for t in tasks if not (root / t).is_dir())
+        return [f"demos.path={path} must hold one source per task, in <path>/<task>/, for a run of {len(tasks)} tasks; "
+                f"{root / missing} is missing"]
+    algos = [cfg.algorithms[a] for a in cfg.algo.names if a in cfg.algorithms]
+    needed = max([int(a.num_demos) for a in algos], default=int(d.num))
+    size = int(cfg.env.image_size)
+    errors = []
+    for task in tasks:
+        where = demo_source_path(cfg, task)
+        try:
+            info = inspect_demo_source(source, where, state_key=d.get("state_key", "observation.state"),
+                                       image_key=d.get("image_key") if source == "lerobot" and pixels else None)
+        except DemoSourceError as err:
+            errors.append(f"demos.path: {err}".rstrip("."))
+            continue
+        fits = [(info.action_shape[-1:] == (ACTION_DIM,), f"actions of shape {list(info.action_shape)}",
+                 f"[{ACTION_DIM}] (MetaWorld's action)"),
+                (info.state_shape == (STATE_DIM,), f"states of shape {list(info.state_shape or [])}",
+                 f"[{STATE_DIM}] (MetaWorld's state; demos.state_key picks a LeRobot column)")]
+        if pixels:
+            fits.append((info.image_shape == (size, size, 3), f"images of shape {list(info.image_shape or [])}",
+                         f"[{size}, {size}, 3] (env.image_size, HWC)"))
+        for ok, got, want in fits:
+            if not ok:
+                errors.append(f"demos.path={where} holds {got} but {task} needs {want}")
+        if not info.has_success and not d.get("assume_success"):
+            errors.append(f"demos.path={where} records no success: set demos.assume_success=true if every episode "
+                          "in it is a successful demonstration")
+        if info.num_episodes < needed:
+            errors.append(f"demos.path={where} holds {info.num_episodes} episodes but {needed} are needed (demos.num "
+                          "or an algorithm's num_demos); lower it or add demonstrations")
+    return errors
+
+
+def _task_names(tasks: Any) -> list[str]:
+    """``tasks`` (a preset, one name, or a list) as MetaWorld v3 task names; ValueError in one line."""
+    if OmegaConf.is_list(tasks) or isinstance(tasks, (list, tuple)):
+        return resolve_task_list([str(t) if isinstance(t, str) else t for t in tasks])
+    if not isinstance(tasks, str):
+        raise ValueError(f"tasks must be mt10, mt50, all (= mt10) or a list of MetaWorld v3 task names, got {tasks!r}")
+    return resolve_task_list(tasks)
+
+
+def _tasks_problem(tasks: Any) -> str | None:
+    try:
+        _task_names(tasks)
+    except ValueError as err:
+        return f"tasks: {err}".rstrip(".")
+    return None
+
+
 def resolve_tasks(cfg: DictConfig) -> list[str]:
-    tasks = list(MT10_TASKS) if cfg.tasks == "all" else list(cfg.tasks)
-    unknown = [t for t in tasks if t not in MT10_TASKS]
-    if unknown:
-        raise SystemExit(f"error: unknown task(s) {unknown}; valid MT10 tasks: {', '.join(MT10_TASKS)}")
-    return tasks
+    """The run's tasks: ``tasks=mt10`` (or ``all``), ``mt50``, or a list of MetaWorld v3 names, in that order."""
+    try:
+        return _task_names(cfg.tasks)
+    except ValueError as err:
+        raise SystemExit(f"error: tasks: {err}") from None
 
 
 def ray_settings(cfg: DictConfig) -> list[str]:

@@ -52,7 +52,10 @@ class Seeds:
 # a job's parts: demos, model, losses, buffer, optimiser, collector
 # ----------------------------------------------------------------------------------------
 def expert_demos(cfg: DictConfig, task: str, num: int):
-    """Load the task's expert demos from the cache, collecting them once if missing."""
+    """Load the task's expert demos from the cache, collecting them once if missing
+    (``demos.source=scripted``), or read them from ``demos.path`` (``lerobot``, ``replay_buffer``)."""
+    if cfg.demos.get("source", "scripted") != "scripted":
+        return demos_from_path(cfg, task, num)
     px = f"_px{cfg.env.image_size}_aa{RENDER_SAMPLES}" if cfg.env.from_pixels else ""  # frames as rendered now
     seed = int(cfg.seed if cfg.demos.seed is None else cfg.demos.seed)
     path = Path(cfg.demos.cache_dir) / f"{task}_n{num}_seed{seed}_T{cfg.env.max_steps}{px}.pt"
@@ -65,6 +68,64 @@ def expert_demos(cfg: DictConfig, task: str, num: int):
     path.parent.mkdir(parents=True, exist_ok=True)
     save_demos(demos, path)
     return demos
+
+
+def demos_from_path(cfg: DictConfig, task: str, num: int):
+    """The first ``num`` successful episodes of ``demos.path`` (its ``<task>/`` folder when there is one).
+
+    Episodes that did not succeed are skipped and counted as tries, like the scripted experts'
+    failures; an episode still running when a replay buffer was dumped is left out.
+    ``("observation", "task_id")`` is set to the task's index."""
+    from mt10_config import demo_source_path
+
+    from torchrl_chunk.data import DemoSourceError, inspect_demo_source, load_lerobot_demos, load_replay_buffer_demos
+    from torchrl_chunk.envs import ExpertDemos, task_index
+    from torchrl_chunk.envs.metaworld import ACTION_DIM, STATE_DIM
+
+    d, path = cfg.demos, demo_source_path(cfg, task)
+    source, state_key = d.source, d.get("state_key", "observation.state")
+    where = f"demos.source={source} demos.path={path}"
+    sizes = dict(action_dim=ACTION_DIM, state_dim=STATE_DIM, assume_success=bool(d.get("assume_success", False)))
+    try:
+        if source == "lerobot":
+            image_key = d.get("image_key") if cfg.env.from_pixels else None
+            total = inspect_demo_source("lerobot", path, state_key=state_key).num_episodes
+            kept, tries = [], 0
+            while len(kept) < num and tries < total:  # read only as many episodes as needed
+                batch = load_lerobot_demos(path, episodes=range(tries, min(total, tries + num - len(kept))),
+                                           state_key=state_key, image_key=image_key, **sizes)
+                tries += len(batch)
+                kept += [td for td in batch if bool(td["next", "success"].any())]
+        else:
+            kept, tries = [], 0
+            for td in load_replay_buffer_demos(path, drop_incomplete=True, **sizes):
+                if len(kept) == num:
+                    break
+                tries += 1
+                if bool(td["next", "success"].any()):
+                    kept.append(td)
+    except DemoSourceError as err:
+        raise SystemExit(f"error: {task}: {where}: {err}") from None
+    if len(kept) < num:
+        raise SystemExit(f"error: {task}: {where} holds {len(kept)} successful episodes (of {tries} read) but "
+                         f"{num} are needed; lower demos.num (or the algorithm's num_demos) or add demonstrations.")
+    tid = task_index(task)
+    for i, td in enumerate(kept):
+        T = td.shape[0]
+        have = td.get(("observation", "task_id"), None)
+        if have is not None and not bool((have == tid).all()):
+            raise SystemExit(f"error: {task}: {where}: episode {i} has task_id {int(have.flatten()[0])}, not {task}'s "
+                             f"{tid}; use demonstrations of {task}.")
+        td.set(("observation", "task_id"), torch.full((T, 1), tid, dtype=torch.int64))
+        image = td.get(("observation", "image"), None)
+        size = int(cfg.env.image_size)
+        if cfg.env.from_pixels and (image is None or tuple(image.shape[1:]) != (size, size, 3)):
+            got = "no images" if image is None else f"images of {list(image.shape[1:])}"
+            raise SystemExit(f"error: {task}: {where} has {got}, env.from_pixels needs [{size}, {size}, 3] (uint8 HWC "
+                             "frames, env.image_size); resize the demonstrations' frames or change env.image_size.")
+    return ExpertDemos(task=task, seed=int(cfg.seed), trajectories=kept, num_tries=tries,
+                       max_steps=int(cfg.env.max_steps), image_size=int(cfg.env.image_size) if cfg.env.from_pixels
+                       else None, metadata={"source": str(source), "path": str(path)})
 
 
 def build_model(cfg: DictConfig, demos, horizon: int):
@@ -83,6 +144,21 @@ def build_model(cfg: DictConfig, demos, horizon: int):
         return make_pixel_actor_critic(
             horizon=horizon, channels=m.channels, embed_dim=m.embed_dim,
             separate_critic=m.separate_critic, log_std_init=m.log_std_init, num_tasks=num_task_ids(demos.task),
+        )
+    if m.name == "tiny_vla":  # TorchRL's own VLA (torchrl.modules.vla), see torchrl_chunk/modules/vla.py
+        from torchrl.modules.vla import TinyVLA
+
+        from torchrl_chunk.envs import TASK_INSTRUCTIONS
+        from torchrl_chunk.envs.metaworld import ALL_V3_TASKS
+        from torchrl_chunk.modules.mlp import observation_stats
+        from torchrl_chunk.modules.vla import make_vla_actor_critic
+
+        vla = TinyVLA(action_dim=4, chunk_size=horizon, hidden_dim=m.hidden_dim, text_dim=m.text_dim,
+                      use_state=m.use_state)
+        return make_vla_actor_critic(  # the task id selects its instruction; example= builds the lazy layers
+            vla, horizon=horizon, action_dim=4, instructions=[TASK_INSTRUCTIONS[t] for t in ALL_V3_TASKS],
+            log_std_init=m.log_std_init, example=demos.trajectories[0][:2],
+            state_stats=observation_stats(demos.trajectories) if m.use_state and m.normalize_state else None,
         )
     return _build_octo(cfg, horizon)
 

@@ -54,7 +54,7 @@ def test_presets_pass():
         ("env.num_workers=5", "env.num_workers must be auto or an integer in [1, env.num_envs=4], got 5"),
         ("train.quick_eval_episodes=9", "train.quick_eval_episodes must be <= eval.episodes"),
         ("bc.pretrain_lr=-1", "bc.pretrain_lr must be > 0"),
-        ("model.name=resnet", "model.name must be one of mlp, pixel, octo_small, got 'resnet'"),
+        ("model.name=resnet", "model.name must be one of mlp, pixel, octo_small"),  # (more models may follow)
         ("model.precision=fp16", "model.precision must be one of fp32, bf16, got 'fp16'"),
         ("algo.names=[nope]", "unknown algorithm(s) ['nope'] in algo.names"),
         ("buffer.mode=fifo", "buffer.mode must be one of filtered, static, unrestricted"),
@@ -116,6 +116,39 @@ def test_gpu_jobs_on_ray_must_ask_for_gpus(monkeypatch):
     msg = error_of("launcher=ray", "device=cuda")
     assert "launcher=ray with device=cuda needs ray.job_gpus > 0" in msg
     mt10_config.check_config(config("launcher=ray", "device=cuda", "ray.job_gpus=0.5"))
+
+
+def test_tasks_presets_and_lists():
+    from torchrl_chunk.envs.metaworld import ALL_V3_TASKS, MT10_TASKS
+
+    assert mt10_config.resolve_tasks(config()) == ["reach-v3"]  # the smoke preset
+    for value, expected in (("mt10", MT10_TASKS), ("all", MT10_TASKS), ("mt50", ALL_V3_TASKS)):
+        cfg = config(f"tasks={value}")
+        mt10_config.check_config(cfg)
+        assert mt10_config.resolve_tasks(cfg) == list(expected)
+    cfg = config("tasks=[sweep-v3,reach-v3,hand-insert-v3]")
+    mt10_config.check_config(cfg)
+    assert mt10_config.resolve_tasks(cfg) == ["sweep-v3", "reach-v3", "hand-insert-v3"]  # the given order
+    assert mt10_config.resolve_tasks(config("tasks=door-lock-v3")) == ["door-lock-v3"]  # one name
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("tasks=[reach-v3,sweep]", "tasks: unknown task(s) ['sweep']: Unknown MetaWorld v3 task 'sweep'. "
+                                   "Did you mean 'sweep-v3', 'sweep-into-v3'?"),
+        ("tasks=mt20", "tasks: tasks='mt20' is neither a preset (mt10, mt50, all) nor a task"),
+        ("tasks=[push-v2]", "Did you mean 'push-v3', 'push-wall-v3', 'push-back-v3'?"),
+        ("tasks=[reach-v3,reach-v3]", "tasks: task(s) ['reach-v3'] are listed more than once"),
+        ("tasks=[]", "tasks: tasks is an empty list"),
+    ],
+)
+def test_bad_tasks_are_named_with_the_closest_valid_ones(override, message):
+    msg = error_of(override)
+    assert message in msg
+    with pytest.raises(SystemExit) as err:
+        mt10_config.resolve_tasks(config(override))
+    assert str(err.value).startswith("error: tasks: ") and "\n" not in str(err.value)
 
 
 def test_warmup_zero_is_no_warmup_as_the_library_documents():
