@@ -170,7 +170,8 @@ def test_metaworld_guide_loop_lengths_equal_whole_episode_lengths():
     make = functools.partial(make_metaworld_env, "reach-v3", num_envs=2, chunk_size=H, seed=3)
     policy = reach_controller(gain=3.0)
 
-    expert = TensorDict({("observation", "state"): torch.zeros(200, 39), "action": torch.zeros(200, 4),
+    t = torch.linspace(0, 1, 200).unsqueeze(-1)  # a demo that moves (only its length matters here)
+    expert = TensorDict({("observation", "state"): t.expand(200, 39).clone(), "action": (t - 0.5).expand(200, 4).clone(),
                          ("next", "done"): torch.arange(200).eq(199).view(200, 1),
                          ("next", "success"): torch.arange(200).eq(199).view(200, 1)}, [200])
 

@@ -17,6 +17,7 @@ from torchrl.collectors import Collector
 from torchrl.envs.utils import ExplorationType
 
 from _ray import TIMEOUT_S, reach_controller
+from torchrl_chunk.data import LengthFilteredReplayBuffer
 from torchrl_chunk.distributed import RayEpisodeCollector
 from torchrl_chunk.envs import NonFiniteActionError, make_metaworld_env
 from torchrl_chunk.keys import SUCCESS_KEY
@@ -58,6 +59,28 @@ def test_remote_batches_equal_a_local_collector_env_by_env(ray_connected):
     assert got["next", SUCCESS_KEY].any()  # real episodes, some of them successful
     assert (got.exclude("collector") == want.exclude("collector")).all()
     assert remote.bytes_received == got.bytes() and remote.bytes_sent > 0
+    # the demo buffer takes the remote batch as it takes a local one: whole episodes, true lengths
+    buffer = LengthFilteredReplayBuffer([_expert()], horizon=4)
+    report = buffer.extend(got)
+    lengths = []
+    for row in got.unbind(0):  # every row starts at a reset: sum the steps up to each success
+        done, steps, success = (row["next", k].flatten() for k in ("done", "steps_executed", SUCCESS_KEY))
+        start = 0
+        for end in torch.nonzero(done).flatten().tolist():
+            if success[end]:
+                lengths.append(int(steps[start:end + 1].sum()))
+            start = end + 1
+    assert lengths and sorted(report.admitted_lengths) == sorted(lengths)
+    assert "fragment" not in report.rejected
+
+
+def _expert():
+    from tensordict import TensorDict
+
+    last = torch.arange(200).eq(199).view(200, 1)
+    t = torch.linspace(0, 1, 200).unsqueeze(-1)  # a demo that moves (only its length matters here)
+    return TensorDict({("observation", "state"): t.expand(200, 39).clone(), "action": (t - 0.5).expand(200, 4).clone(),
+                       ("next", "done"): last, ("next", "success"): last}, [200])
 
 
 def test_batches_are_reproducible_and_a_killed_actor_is_replaced(ray_connected):
