@@ -232,11 +232,11 @@ def test_footprint(tmp_path):
     assert (fp.rows, fp.row_bytes, fp.scratch_bytes) == (BIG, row, 0)
     assert 1.5 * BIG * row <= fp.ram_bytes <= 1.5 * BIG * row + 70 * 2**20 + BIG  # growth peak
     assert BIG * row < fp.checkpoint_bytes < BIG * (row + 8) + 2**17
-    assert fp.disk_bytes == 2 * fp.checkpoint_bytes  # a save writes the new dump beside the old
+    assert fp.disk_bytes == 3 * fp.checkpoint_bytes  # checkpoint, checkpoint.prev and the one being written
     small = buf.footprint(300)
     assert small.ram_bytes < 2 * (391 + 196) * row + BIG and small.checkpoint_bytes < 300 * (row + 8) + 2**17
     mm = make("memmap", tmp_path, max_size=BIG).footprint()
     assert mm.scratch_bytes == (BIG + BIG // 2) * row  # max_size and the rung it grew from
-    assert mm.ram_bytes < 70 * 2**20 + BIG and mm.disk_bytes == 2 * mm.checkpoint_bytes + mm.scratch_bytes
+    assert mm.ram_bytes < 70 * 2**20 + BIG and mm.disk_bytes == 3 * mm.checkpoint_bytes + mm.scratch_bytes
     with pytest.raises(ValueError, match="rows must be in"):
         buf.footprint(BIG + 1)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numbers
+import shutil
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal, Sequence
 
@@ -12,13 +14,23 @@ from torchrl.data import TensorDictReplayBuffer
 from torchrl.envs.transforms import ActionChunkTransform
 
 from torchrl_chunk.data.admission import MODES, REASONS, AdmissionReport, BufferMode, admit, plan_eviction
-from torchrl_chunk.data.buffer_io import Trajectory as _Trajectory, dump_buffer, load_buffer
+from torchrl_chunk.data import buffer_io
 from torchrl_chunk.data.episodes import EpisodeStitcher
 from torchrl_chunk.data.length_limit import AdaptiveLengthLimit
 from torchrl_chunk.data.row_storage import BufferFootprint, GrowingTensorStorage, LiveRowSampler, footprint
 from torchrl_chunk.data.trajectories import (
     as_action_bounds, chunk_rows, expert_trajectories, length_and_success, non_finite_key, out_of_bounds,
     split_trajectories)
+
+
+@dataclass
+class Trajectory:
+    """One stored trajectory in the buffer's table."""
+
+    traj_id: int
+    length: int  # env steps
+    slots: list[int]  # storage rows
+    expert: bool
 
 
 class LengthFilteredReplayBuffer:
@@ -165,7 +177,7 @@ class LengthFilteredReplayBuffer:
         self.min_trajectories = min_trajectories
         self.action_bounds = as_action_bounds(action_bounds)
         self._chunker = ActionChunkTransform(horizon, done_key=None)
-        self._trajs: list[_Trajectory] = []
+        self._trajs: list[Trajectory] = []
         self._free: list[int] = []
         self._next_slot = 0
         self._next_traj_id = 0
@@ -325,16 +337,62 @@ class LengthFilteredReplayBuffer:
         storage = "memory" if self.replay_buffer.storage.scratch_dir is None else "memmap"
         return footprint(self.max_size if rows is None else rows, self.row_bytes, self.max_size, storage)
 
-    # -- persistence (torchrl_chunk/data/buffer_io.py) ----------------------------------
+    # -- persistence: state_dict (the table), dumps/loads (files; formats in data/buffer_io.py) --
+    def state_dict(self) -> dict:
+        """Everything but the rows and the sampler's generator: the trajectory table, the
+        length limit and its rule, the sampling weights' exponent and the running totals
+        (JSON-serialisable)."""
+        return {
+            "horizon": self.horizon, "mode": self.mode, "length_limit": self.length_limit,
+            "base_length_limit": self.base_length_limit,
+            "adaptive": self.adaptive.state_dict() if self.adaptive is not None else None,
+            "min_trajectories": self.min_trajectories, "length_weighting": self.length_weighting,
+            "max_size": self.max_size, "max_trajectories": self.max_trajectories,
+            "action_bounds": self.action_bounds, "trajectories": [asdict(t) for t in self._trajs],
+            "free": self._free, "next_slot": self._next_slot, "next_traj_id": self._next_traj_id,
+            "stats": asdict(self.stats),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` returned; the rows must be in the storage already."""
+        if state["horizon"] != self.horizon or state["max_size"] != self.max_size:
+            raise ValueError(
+                f"Saved buffer has horizon={state['horizon']}, max_size={state['max_size']}; this "
+                f"one has horizon={self.horizon}, max_size={self.max_size}. Build it with the same."
+            )
+        self.mode = state["mode"]
+        self.length_limit = state["length_limit"]
+        self.base_length_limit = state["base_length_limit"]
+        self.adaptive = AdaptiveLengthLimit.from_state_dict(state["adaptive"]) if state["adaptive"] else None
+        if state["min_trajectories"] is not None:
+            self.min_trajectories = state["min_trajectories"]
+        self.length_weighting = state["length_weighting"]
+        self.max_trajectories = state["max_trajectories"]
+        self.action_bounds = as_action_bounds(state["action_bounds"])
+        self._trajs = [Trajectory(**t) for t in state["trajectories"]]
+        self._free = list(state["free"])
+        self._next_slot = state["next_slot"]
+        self._next_traj_id = state["next_traj_id"]
+        self.stats = AdmissionReport(**state["stats"])
+        self._sampler.mark(slice(None), False)
+        for t in self._trajs:
+            self._sampler.mark(t.slots, True, t.length)
+        self._rows = sum(len(t.slots) for t in self._trajs)
+
     def dumps(self, path: str | Path) -> None:
-        """Save the live rows, the sampler's generator state and the trajectory table.
+        """Save the live rows, the sampler's generator state and :meth:`state_dict`.
 
         Only live rows are written (``rows/``, ascending storage row), so a dump's size
         follows :func:`len`, not ``max_size``. :meth:`loads` puts each row back at its
         storage row, so sampling, the ``"index"`` of samples and later admissions and
         evictions continue exactly as without the round trip.
         """
-        dump_buffer(self, Path(path))
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(path / buffer_io.ROWS_DIR, ignore_errors=True)
+        self.replay_buffer.storage.dump_rows(path / buffer_io.ROWS_DIR, self._sampler.live)
+        self._sampler.dumps(path / buffer_io.SAMPLER_DIR)
+        buffer_io.write_table(path, self.state_dict())  # last: a dump without it is not one
 
     def loads(self, path: str | Path) -> None:
         """Restore a buffer saved with :meth:`dumps` (same ``horizon``, ``max_size`` and row layout).
@@ -342,7 +400,17 @@ class LengthFilteredReplayBuffer:
         Reads every format so far (1-2: TorchRL's dump of all ``max_size`` rows; 1-3: a
         fixed length limit). The batch size given to the constructor is kept.
         """
-        load_buffer(self, Path(path))
+        path = Path(path)
+        state = buffer_io.read_table(path)
+        if state["horizon"] != self.horizon or state["max_size"] != self.max_size:
+            self.load_state_dict(state)  # raises, naming the difference
+        live = torch.tensor(sorted(s for t in state["trajectories"] for s in t["slots"]), dtype=torch.long)
+        rows, src_index = buffer_io.read_rows(path, state["version"], live)
+        storage = self.replay_buffer.storage
+        storage.load_rows(rows, live, src_index=src_index)
+        storage.reserve(max(state["next_slot"], 1))  # the allocation it had when saved
+        self._sampler.loads(path / buffer_io.SAMPLER_DIR)
+        self.load_state_dict(state)
 
     # -- internals --------------------------------------------------------------------
     def _make_room(self, rows: int, length: int, report: AdmissionReport) -> str | None:
@@ -386,7 +454,7 @@ class LengthFilteredReplayBuffer:
             action_bounds=self.action_bounds, chunker=self._chunker,
         )
         self.replay_buffer.storage.set(torch.tensor(slots), rows)
-        self._trajs.append(_Trajectory(traj_id, length, slots, expert))
+        self._trajs.append(Trajectory(traj_id, length, slots, expert))
         self._sampler.mark(slots, True, length)
         self._rows += n
 
@@ -396,4 +464,4 @@ class LengthFilteredReplayBuffer:
                 f"max_size={self.max_size})")
 
 
-__all__ = ["LengthFilteredReplayBuffer"]
+__all__ = ["LengthFilteredReplayBuffer", "Trajectory"]

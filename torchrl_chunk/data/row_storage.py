@@ -285,8 +285,9 @@ class BufferFootprint:
             ``scratch_bytes``; the OS caches them in reclaimable memory).
         scratch_bytes: peak size of the memmap scratch files (0 for ``"memory"``).
         checkpoint_bytes: one :meth:`~LengthFilteredReplayBuffer.dumps` (live rows only).
-        disk_bytes: peak disk of the buffer in a job directory: two dumps (a checkpoint save
-            writes the new one before it deletes the previous one) plus ``scratch_bytes``.
+        disk_bytes: peak disk of the buffer in a job directory: three dumps (a job keeps its
+            checkpoint and the one before it, ``checkpoint.prev``, and a save writes the new
+            one before it drops the oldest) plus ``scratch_bytes``.
     """
 
     rows: int
@@ -313,7 +314,7 @@ def footprint(rows: int, row_bytes: int, max_size: int, storage: str) -> BufferF
     ram, scratch = (peak + pieces, 0) if storage == "memory" else (pieces, peak)
     ram += max_size  # the sampler's occupancy mask, one byte a row
     dump = rows * (row_bytes + _TABLE_BYTES_PER_ROW) + _DUMP_OVERHEAD
-    return BufferFootprint(rows, row_bytes, ram, scratch, dump, 2 * dump + scratch)
+    return BufferFootprint(rows, row_bytes, ram, scratch, dump, 3 * dump + scratch)
 
 
 __all__ = ["BufferFootprint", "GrowingTensorStorage", "LiveRowSampler", "capacity_for", "footprint"]
