@@ -44,7 +44,8 @@ from tensordict import TensorDict
 
 from torchrl_chunk.keys import IMAGE_KEY, SAMPLE_LOG_PROB_KEY, TASK_ID_KEY
 from torchrl_chunk.modules.octo import OctoConfig, count_parameters, find_octo_backbones, make_octo_actor_critic
-from torchrl_chunk.modules.precision import PRECISIONS, autocast, with_precision
+from torchrl_chunk.modules.precision import with_precision
+from torchrl_chunk.precision import PRECISIONS, autocast
 from torchrl_chunk.objectives import ChunkClipPPOLoss
 
 NUM_TASKS = 10

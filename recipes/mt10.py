@@ -36,7 +36,6 @@ import mt10_utils as u
 from mt10_config import env_workers, prepare_run, ray_settings, resolve_seeds, resolve_tasks
 from torchrl_chunk.experiment import CheckpointError, IterationLog, map_shards, shard
 from torchrl_chunk.keys import STEPS_EXECUTED_KEY
-from torchrl_chunk.modules.precision import autocast
 
 
 def run_job(cfg: DictConfig, algo: str, task: str, job_dir: Path, position: int = 0) -> dict:
@@ -110,8 +109,8 @@ def post_train(cfg: DictConfig, job: u.Job, position: int, wall) -> None:
                     u.set_bc_weight(cfg, job)  # bc.coeff, or decayed as the buffer fills with own successes
             data = data.to(job.device)
             with log.timer("update"):
-                with torch.no_grad(), autocast(job.ppo.precision, job.device):
-                    job.ppo.value_estimator(data)  # GAE over chunk decisions (Eq. 5); targets stay fp32
+                with torch.no_grad():  # in the loss's precision (bf16 autocast or none); targets fp32
+                    job.ppo.value_estimator(data)  # GAE over chunk decisions (Eq. 5)
                 flat = data.reshape(-1)
                 for _ in range(int(cfg.ppo.epochs)):
                     for idx in torch.randperm(flat.shape[0]).split(int(cfg.ppo.minibatch_size)):

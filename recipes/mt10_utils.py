@@ -256,7 +256,7 @@ def make_job(cfg: DictConfig, algo: str, task: str, job_dir: Path) -> Job:
         action_bounds=(-1.0, 1.0),  # MetaWorld's action space; its envs clip what they execute
     )
     check_footprint(cfg, buffer, algo, task, job_dir)
-    precision = cfg.model.get("precision", "fp32")  # bf16: autocast over fp32 weights (modules/precision.py)
+    precision = cfg.model.get("precision", "fp32")  # bf16: autocast over fp32 weights (torchrl_chunk/precision.py)
     bc = SelfBCLoss(actor, loss_form=cfg.bc.loss_form, coeff=cfg.bc.coeff, precision=precision)
     ppo = ChunkClipPPOLoss(
         actor, critic, horizon=h, discount=cfg.ppo.discount, gamma=cfg.ppo.gamma, lmbda=cfg.ppo.lmbda,

@@ -10,14 +10,8 @@ from torchrl.envs.utils import ExplorationType, set_exploration_type
 from _loss_helpers import EMBED, OBS_DIM, STATE, make_actor_critic
 from torchrl_chunk.keys import SAMPLE_LOG_PROB_KEY
 from torchrl_chunk.modules import ChunkGaussianHead, ValueHead
-from torchrl_chunk.modules.precision import (
-    AutocastPolicy,
-    autocast,
-    check_precision,
-    compute_dtype,
-    precision_dtype,
-    with_precision,
-)
+from torchrl_chunk.modules.precision import AutocastPolicy, with_precision
+from torchrl_chunk.precision import autocast, check_precision, compute_dtype, precision_dtype
 
 
 def test_heads_stay_fp32_under_autocast():

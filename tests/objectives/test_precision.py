@@ -14,7 +14,8 @@ from objectives._models import (
     params_of,
     ppo_batch,
 )
-from torchrl_chunk.modules.precision import autocast, with_precision
+from torchrl_chunk.modules.precision import with_precision
+from torchrl_chunk.precision import autocast, loss_autocast
 from torchrl_chunk.objectives import ChunkClipPPOLoss, PPOBCLoss, SelfBCLoss
 from torchrl_chunk.schedules import Constant
 
@@ -58,7 +59,7 @@ def test_log_probs_and_values_are_fp32_under_bf16():
     actor, critic = make_model("octo")
     td = ppo_batch(actor, critic, "octo")
     loss = ChunkClipPPOLoss(actor, critic, precision="bf16")
-    with loss._autocast(td):
+    with loss_autocast("bf16", td, loss):
         log_prob, dist, _ = loss._get_cur_log_prob(td.clone())
         value = critic(td.clone())["state_value"]
     assert log_prob.dtype == dist.base_dist.loc.dtype == value.dtype == torch.float32
@@ -69,8 +70,8 @@ def test_log_probs_and_values_are_fp32_under_bf16():
     td["next", "reward"] = torch.ones(n, 1)
     td["next", "done"] = td["next", "terminated"] = torch.zeros(n, 1, dtype=torch.bool)
     loss = ChunkClipPPOLoss(actor, critic, precision="bf16", deactivate_vmap=True)
-    with torch.no_grad(), autocast("bf16", "cpu"):
-        loss.value_estimator(td)
+    with torch.no_grad():
+        loss.value_estimator(td)  # under bf16 autocast by itself
     assert td["advantage"].dtype == td["value_target"].dtype == torch.float32
     assert torch.isfinite(td["advantage"]).all()
 
@@ -101,3 +102,29 @@ def test_precision_arguments():
     loss.ppo_loss.precision = "fp32"  # settable between updates
     with pytest.raises(ValueError, match="precision must be"):
         loss.bc_loss.precision = "fp8"
+
+
+def test_the_loss_runs_its_value_estimator_in_its_precision_no_loop_autocast_needed():
+    """``loss.value_estimator(batch)`` with precision='bf16' runs the critic under bf16 autocast
+    by itself (before, the loop had to wrap it), and its targets are the autocast ones."""
+    from _loss_helpers import make_actor_critic, make_rollout
+
+    actor, critic = make_actor_critic()
+    seen = []
+    critic.register_forward_pre_hook(lambda *_: seen.append(torch.is_autocast_enabled("cpu")))
+    td = make_rollout(actor, B=2, T=4)
+    loss = ChunkClipPPOLoss(actor, critic, horizon=4, precision="bf16")
+    with torch.no_grad():
+        loss.value_estimator(td.clone())
+    assert seen and all(seen)
+    want = td.clone()
+    with torch.no_grad(), autocast("bf16", "cpu"):
+        loss.value_estimator._estimator(want)
+    got = td.clone()
+    with torch.no_grad():
+        loss.value_estimator(got)
+    assert torch.equal(got["advantage"], want["advantage"]) and got["advantage"].dtype == torch.float32
+    seen.clear()
+    with torch.no_grad():
+        ChunkClipPPOLoss(actor, critic, horizon=4).value_estimator(td.clone())
+    assert seen and not any(seen)  # fp32: no autocast

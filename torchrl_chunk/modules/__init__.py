@@ -19,7 +19,8 @@ from torchrl_chunk.modules.heads import (
 )
 from torchrl_chunk.modules.mlp import StateEncoder, make_mlp_actor_critic, observation_stats
 from torchrl_chunk.modules.pixel import PixelEncoder, make_pixel_actor_critic
-from torchrl_chunk.modules.precision import PRECISIONS, AutocastPolicy, with_precision
+from torchrl_chunk.modules.precision import AutocastPolicy, with_precision
+from torchrl_chunk.precision import PRECISIONS
 from torchrl_chunk.modules.vla import VLAChunkBackbone, VLAChunkScale, make_vla_actor_critic
 
 __all__ = [

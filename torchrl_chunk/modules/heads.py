@@ -28,7 +28,7 @@ from torch import nn
 from torchrl.modules import IndependentNormal, ProbabilisticActor
 
 from torchrl_chunk.keys import ACTION_KEY, SAMPLE_LOG_PROB_KEY
-from torchrl_chunk.modules.precision import full_precision
+from torchrl_chunk.precision import full_precision
 
 EMBEDDING_KEY = "embedding"
 

@@ -15,7 +15,7 @@ from torchrl.objectives import ClipPPOLoss
 from torchrl.objectives.utils import ValueEstimators
 
 from torchrl_chunk.keys import STEPS_EXECUTED_KEY
-from torchrl_chunk.modules.precision import Precision, autocast, check_precision
+from torchrl_chunk.precision import Precision, check_precision, loss_autocast
 from torchrl_chunk.objectives.shared_backbone import (
     BackboneReuse,
     shared_modules,
@@ -65,6 +65,20 @@ def _check_chunk_data(estimator, args, kwargs, *, steps_key, needs_steps: bool, 
 
 def _as_tuple(key) -> tuple:
     return key if isinstance(key, tuple) else (key,)
+
+
+class _UnderPrecision:
+    """A value estimator called under its loss's precision (attributes pass through)."""
+
+    def __init__(self, estimator, loss: ChunkClipPPOLoss) -> None:
+        self._estimator, self._loss = estimator, loss
+
+    def __call__(self, tensordict: TensorDictBase, *args, **kwargs):
+        with loss_autocast(self._loss.precision, tensordict, self._loss):
+            return self._estimator(tensordict, *args, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self._estimator, name)
 
 
 def _actor_horizon(actor) -> int | None:
@@ -295,13 +309,19 @@ class ChunkClipPPOLoss(ClipPPOLoss):
     def precision(self, value: str) -> None:
         self._precision = check_precision(value)
 
-    def _autocast(self, tensordict: TensorDictBase):
-        if self._precision == "fp32":
-            return contextlib.nullcontext()
-        device = tensordict.device
-        if device is None:
-            device = next(iter(self.parameters())).device
-        return autocast(self._precision, device)
+    @property
+    def value_estimator(self):
+        """The value estimator (GAE by default), run under the loss's precision: with
+        ``precision="bf16"`` calling it enters bf16 autocast itself (the critic's backbone in
+        bf16, its value head and the targets fp32), so a loop needs no autocast of its own."""
+        estimator = super().value_estimator
+        if self._precision == "fp32" or estimator is None:
+            return estimator
+        return _UnderPrecision(estimator, self)
+
+    @value_estimator.setter
+    def value_estimator(self, value) -> None:
+        self._value_estimator = value
 
     def loss_critic(self, tensordict: TensorDictBase):
         """ClipPPOLoss's value loss (Eq. 4); inside :meth:`forward` with a shared
@@ -437,7 +457,7 @@ class ChunkClipPPOLoss(ClipPPOLoss):
             self._check_action(tensordict)
         self._in_forward = True
         try:
-            with self._autocast(tensordict):
+            with loss_autocast(self._precision, tensordict, self):
                 return super().forward(tensordict)
         finally:
             self._in_forward = False

@@ -14,7 +14,7 @@ from torch import distributions as D
 from torchrl.objectives import LossModule
 
 from torchrl_chunk.keys import ACTION_CHUNK_KEY, ACTION_IS_PAD_KEY
-from torchrl_chunk.modules.precision import Precision, autocast, check_precision
+from torchrl_chunk.precision import Precision, check_precision, loss_autocast
 
 BCForm = Literal["nll", "mse", "nll_detached_scale"]
 
@@ -234,13 +234,7 @@ class SelfBCLoss(LossModule):
             if self._functional
             else contextlib.nullcontext()
         )
-        amp = contextlib.nullcontext()
-        if self._precision != "fp32":
-            device = tensordict.device
-            if device is None:
-                device = next(iter(self.parameters())).device
-            amp = autocast(self._precision, device)
-        with ctx, amp:
+        with ctx, loss_autocast(self._precision, tensordict, self):
             return self.actor_network.get_dist(tensordict)
 
     @staticmethod

@@ -30,7 +30,7 @@ from torchrl_chunk.modules.octo.attention_mask import (
 from torchrl_chunk.modules.octo.config import OctoConfig
 from torchrl_chunk.modules.octo.tokenizers import ImageTokenizer
 from torchrl_chunk.modules.octo.transformer import BlockTransformer, attention_bias
-from torchrl_chunk.modules.precision import compute_dtype
+from torchrl_chunk.precision import compute_dtype
 
 POS_EMBEDDING_STD = 0.02
 
