@@ -51,7 +51,7 @@ from torchrl.envs import EnvBase
 from torchrl.envs.utils import ExplorationType
 
 from torchrl_chunk.distributed.runtime import require_ray
-from torchrl_chunk.envs.metaworld.tasks import EXPLORATION_STREAM, derive_seed
+from torchrl_chunk.seeding import EXPLORATION_STREAM, derive_seed
 
 __all__ = ["RayEpisodeCollector", "SeededCollector", "is_worker_failure"]
 

@@ -29,6 +29,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from torchrl_chunk.seeding import DEMO_STREAM, EXPLORATION_STREAM, TRAIN_STREAM, derive_seed
+
 __all__ = [
     "DEMO_STREAM",
     "EXPLORATION_STREAM",
@@ -179,15 +181,6 @@ EVAL_SEED: int = 20250930
 #: Number of fixed evaluation configurations per task.
 NUM_EVAL_CONFIGS: int = 128
 
-#: Seed-sequence stream tag of the training envs (see :func:`derive_seed`).
-TRAIN_STREAM = 0
-#: Seed-sequence stream tag of scripted-expert demonstration collection.
-DEMO_STREAM = 1
-#: Seed-sequence stream tag of a remote collector's exploration noise
-#: (:class:`torchrl_chunk.distributed.SeededCollector`).
-EXPLORATION_STREAM = 3
-
-
 def _unknown_task_message(task) -> str:
     """One line naming the closest valid task names (MetaWorld v3 spellings)."""
     probe = str(task).strip().lower().replace("_", "-")
@@ -269,18 +262,6 @@ def resolve_task_list(tasks: str | Iterable[str]) -> list[str]:
     if repeated:
         raise ValueError(f"task(s) {repeated} are listed more than once in tasks.")
     return names
-
-
-def derive_seed(seed: int, index: int, stream: int = TRAIN_STREAM) -> int:
-    """A 32-bit seed for sub-env ``index``, independent across indices and streams.
-
-    ``SeedSequence`` hashing avoids the MetaWorld traps "seed 0 means unseeded" and
-    "consecutive seeds share structure".
-    """
-    if int(seed) < 0:
-        raise ValueError(f"seeds must be non-negative integers, got {seed}.")
-    state = np.random.SeedSequence([int(seed), int(index), int(stream)]).generate_state(1)
-    return int(state[0])
 
 
 def make_task_configs(task: str, num: int, seed: int) -> list:
