@@ -341,3 +341,38 @@ def test_pixel_frame():
     assert nxt["observation", "image"].shape == (2, 128, 128, 3)
     assert not torch.equal(nxt["observation", "image"][0], img[0])  # the scene changed
     env.close()
+
+
+def test_reused_parsed_models_simulate_exactly_like_parsed_ones(monkeypatch):
+    """TaskSim builds MetaWorld from a copy of a model parsed once per process: each env owns
+    its model, and an episode is bit for bit the one of an env that parsed its XML itself."""
+    import contextlib
+
+    import mujoco
+    import numpy as np
+
+    from torchrl_chunk.envs.metaworld import simulator
+    from torchrl_chunk.envs.metaworld.simulator import TaskSim
+
+    def episode(sim):
+        sim.seed(3)
+        obs = [sim.reset_fresh()]
+        rng = np.random.default_rng(0)
+        for _ in range(30):
+            obs.append(sim.step(rng.uniform(-1, 1, 4).astype(np.float32))[0])
+        return np.stack(obs)
+
+    parse, calls = mujoco.MjModel.from_xml_path, []
+    simulator._parsed_model.cache_clear()
+    monkeypatch.setattr(mujoco.MjModel, "from_xml_path", lambda path, *a, **k: calls.append(path) or parse(path, *a, **k))
+    reused = [TaskSim("peg-insert-side-v3", max_steps=200, image_size=None)]  # parses (and caches)
+    calls.clear()
+    reused += [TaskSim("peg-insert-side-v3", max_steps=200, image_size=None) for _ in range(2)]
+    assert not calls and reused[1].raw.model is not reused[2].raw.model  # copies, each env its own
+    with monkeypatch.context() as m:
+        m.setattr(simulator, "parsed_models_reused", contextlib.nullcontext)
+        parsed = TaskSim("peg-insert-side-v3", max_steps=200, image_size=None)  # parses its XML itself
+    assert len(calls) == 1
+    want = episode(parsed)
+    for sim in reused:
+        np.testing.assert_array_equal(episode(sim), want)
