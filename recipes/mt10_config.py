@@ -1,6 +1,8 @@
 """Settings of recipes/mt10.py: checked before anything is written, and the run directory.
 
-``check_config`` names every invalid setting (ranges, choices, combinations) in one line.
+``check_config`` names every invalid setting in one line: first keys that are not settings,
+missing settings and values of the wrong type (the typed schema of :mod:`mt10_schema`), then
+ranges, choices and combinations.
 ``prepare_run`` then creates a new run directory, continues one with the same settings, or
 resumes one (``resume=``) applying only the overrides in :data:`RESUME_ALLOWED`; the rules
 themselves live in :mod:`torchrl_chunk.experiment.run_dir`.
@@ -15,10 +17,12 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from mt10_schema import settings_problems
 from torchrl_chunk.envs import MT10_TASKS, NUM_EVAL_CONFIGS, TASK_INSTRUCTIONS
 from torchrl_chunk.envs.metaworld import resolve_task_list
 from torchrl_chunk.envs.workers import available_cpus
 from torchrl_chunk.experiment import RunDirError, load_run_settings, open_run_dir, resume_settings, save_run_settings
+from torchrl_chunk.experiment.run_dir import flatten
 from torchrl_chunk.video import require_pyav
 
 #: Overrides that ``resume=`` applies: they change neither the training data nor the updates.
@@ -96,14 +100,24 @@ def _check_number(key: str, value: Any, rule: tuple) -> str | None:
     return None
 
 
-def check_config(cfg: DictConfig) -> None:
-    """Raise ``SystemExit`` with every invalid setting named, before anything is written."""
-    errors = []
+def check_config(cfg: DictConfig, allow: tuple[str, ...] | list[str] = ()) -> None:
+    """Raise ``SystemExit`` with every invalid setting named, before anything is written.
+
+    Keys and types first (:func:`mt10_schema.settings_problems`; ``allow``: keys of a resumed
+    run's ``config.yaml`` that are no longer settings); the values are judged once those hold.
+    """
+    errors = settings_problems(cfg, allow)
+    if errors:
+        raise SystemExit("error: " + "; ".join(errors) + ". Fix these settings and run again.")
     model_rules = {k: r for k, r in MODEL_NUMERIC.items() if OmegaConf.select(cfg, k, default=None) is not None}
     for key, rule in {**NUMERIC, **model_rules}.items():
         problem = _check_number(key, OmegaConf.select(cfg, key, default=None), rule)
         if problem:
             errors.append(problem)
+    clip = cfg.ppo.clip_value  # a bool, null or a number (the schema): a number must be a threshold
+    if not (clip is None or isinstance(clip, bool) or (math.isfinite(clip) and clip > 0)):
+        errors.append(f"ppo.clip_value must be true (clip at ppo.clip_epsilon), false, null or a number > 0, "
+                      f"got {clip!r}")
     hidden = cfg.model.get("hidden")
     if hidden is not None and not (len(hidden) and all(isinstance(n, int) and n >= 1 for n in hidden)):
         errors.append(f"model.hidden must be a non-empty list of layer widths >= 1, got {list(hidden)}")
@@ -357,7 +371,7 @@ def prepare_run(cfg: DictConfig) -> tuple[DictConfig, Path]:
             settings, added = resume_settings(saved, OmegaConf.to_container(cfg, resolve=True), overrides,
                                               RESUME_ALLOWED)
             cfg = OmegaConf.create({**settings, "run_dir": str(run_dir), "resume": None})
-            check_config(cfg)
+            check_config(cfg, allow=list(flatten(saved)))  # keys an older recipe wrote are kept
             resolve_tasks(cfg)
             save_run_settings(run_dir, OmegaConf.to_container(cfg))
             print(f"resuming {run_dir}")

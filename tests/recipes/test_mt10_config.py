@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "recipes"))
 import mt10_config  # noqa: E402
+import mt10_schema  # noqa: E402
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 def config(*overrides):
@@ -29,6 +36,25 @@ def error_of(*overrides) -> str:
 def test_presets_pass():
     for preset in ("cpu", "paper", "smoke"):
         mt10_config.check_config(config(f"preset={preset}"))
+    # every preset with every model matches the typed schema (a setting missing from mt10_schema.py,
+    # or one of the schema missing from recipes/conf/, is named here)
+    for preset in ("cpu", "paper", "smoke", "gpu"):
+        for model in ("mlp", "pixel", "octo_small", "tiny_vla"):
+            assert mt10_schema.settings_problems(config(f"preset={preset}", f"model={model}")) == []
+
+
+@pytest.mark.parametrize("preset", ["cpu", "smoke", "paper", "gpu"])
+def test_presets_resolve_as_before(preset, monkeypatch):
+    """The typed settings change no value and no type: each preset resolves exactly as before
+    (tests/recipes/fixtures/preset_<name>.yaml, taken from the code before issue 19). After an
+    intended change of a default, write the fixture again from the new composition."""
+    monkeypatch.delenv("TORCHRL_CHUNK_CACHE", raising=False)  # demos.cache_dir's default
+    with initialize_config_dir(str(ROOT / "recipes" / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=[] if preset == "cpu" else [f"preset={preset}"])  # cpu: the default
+    got = OmegaConf.to_yaml(OmegaConf.create(OmegaConf.to_container(cfg, resolve=True)), sort_keys=True)
+    expected = "".join(l for l in (FIXTURES / f"preset_{preset}.yaml").read_text().splitlines(True)
+                       if not l.startswith("#"))
+    assert got == expected  # YAML text: 0 and 0.0 and false differ, as they do in the run's config.yaml
 
 
 @pytest.mark.parametrize(
@@ -153,3 +179,104 @@ def test_bad_tasks_are_named_with_the_closest_valid_ones(override, message):
 
 def test_warmup_zero_is_no_warmup_as_the_library_documents():
     mt10_config.check_config(config("schedule.warmup_steps=0"))
+
+
+# ----------------------------------------------------------------------------------------
+# typed, closed settings (recipes/mt10_schema.py): wrong types and unknown keys, named
+# ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("env.from_pixels=maybe", "env.from_pixels must be true or false, got 'maybe'"),
+        ("env.from_pixels=yes", "env.from_pixels must be true or false, got 'yes'"),  # never guessed
+        ("env.from_pixels=1", "env.from_pixels must be true or false, got 1"),
+        ("schedule.scale_critic=0.3", "schedule.scale_critic must be true or false, got 0.3"),
+        ("ppo.clip_value=yes", "ppo.clip_value must be true (clip the value loss at ppo.clip_epsilon), a number > 0 "
+                               "(clip it there), false or null (no clipping), got 'yes'"),
+        ("ppo.clip_value=-0.1", "ppo.clip_value must be true (clip at ppo.clip_epsilon), false, null or a number > 0, "
+                                "got -0.1"),
+        ("+train.trian=1", "train.trian is not a setting (train has total_env_steps, eval_every_env_steps, "
+                           "quick_eval_episodes, checkpoint_every_iters): remove it or correct its name"),
+        ("+train.total_env_step=1000", "train.total_env_step is not a setting (did you mean train.total_env_steps?)"),
+        ("+trian.total_env_steps=1000", "trian is not a setting (did you mean train?)"),
+        ("+model.channels=8", "model.channels is not a setting (model=mlp has name, needs_pixels"),
+        ("+model.horizon=x", "model.horizon must be an integer or null, got 'x'"),
+        ("algo.names=sft", "algo.names must be a list of strings, got 'sft'"),
+        ("model.hidden=[256,a]", "model.hidden[1] must be an integer, got 'a'"),
+        ("env.num_workers=1.5", "env.num_workers must be auto or an integer (worker processes), got 1.5"),
+        ("buffer.length_limit=true", "buffer.length_limit must be null (the longest expert demo), an integer"),
+        ("run_dir=2024", "run_dir must be a string or null, got 2024 (on the command line, quote it: run_dir='2024')"),
+        ("optim.name=3", "optim.name must be a string, got 3"),
+    ],
+)
+def test_wrong_types_and_unknown_keys_are_named(override, message):
+    assert message in error_of(override)
+
+
+def test_type_problems_are_reported_at_once_and_unions_take_each_type():
+    msg = error_of("env.from_pixels=maybe", "schedule.scale_critic=0.3", "+train.trian=1")
+    assert msg.count(";") >= 2 and all(k in msg for k in ("env.from_pixels", "schedule.scale_critic", "train.trian"))
+    for override in ("ppo.clip_value=0.1", "ppo.clip_value=false", "ppo.clip_value=null", "ppo.clip_value=1",
+                     "env.num_workers=2", "buffer.length_limit=adaptive", "buffer.length_limit=50", "optim.lr=1",
+                     "+model.horizon=4", "env.from_pixels=false"):
+        mt10_config.check_config(config(override))
+
+
+def _conf_copy(tmp_path: Path, name: str, text: str) -> Path:
+    """recipes/conf/ copied, with ``<name>.yaml``: a user's config for --config-path/--config-name."""
+    conf = tmp_path / "conf"
+    shutil.copytree(ROOT / "recipes" / "conf", conf)
+    (conf / f"{name}.yaml").write_text(text)
+    return conf
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("trian:\n  total_env_steps: 1000\n", "trian is not a setting (did you mean train?)"),
+        ("train:\n  total_env_step: 1000\n",
+         "train.total_env_step is not a setting (did you mean train.total_env_steps?)"),
+        ("env:\n  from_pixels: maybe\n", "env.from_pixels must be true or false, got 'maybe'"),
+    ],
+)
+def test_a_yaml_given_with_config_name_is_checked(tmp_path, text, message):
+    conf = _conf_copy(tmp_path, "exp", "defaults:\n  - config\n  - _self_\n" + text)
+    with initialize_config_dir(str(conf), version_base="1.3"):
+        cfg = compose("exp", overrides=["preset=smoke"])
+    with pytest.raises(SystemExit) as err:
+        mt10_config.check_config(cfg)
+    assert str(err.value).startswith("error: ") and message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_resumed_run_keeps_the_keys_an_older_recipe_wrote():
+    """``eval.video`` was a setting once: a run directory's config.yaml may hold it."""
+    old = OmegaConf.to_container(config(), resolve=True)
+    old["eval"]["video"] = False
+    with pytest.raises(SystemExit, match="eval.video is not a setting"):
+        mt10_config.check_config(OmegaConf.create(old))
+    mt10_config.check_config(OmegaConf.create(old), allow=["eval.video"])
+    old["eval"]["trian"] = 1  # a key the run did not write is still refused
+    with pytest.raises(SystemExit, match="eval.trian is not a setting"):
+        mt10_config.check_config(OmegaConf.create(old), allow=["eval.video"])
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["env.from_pixels=maybe"], "env.from_pixels must be true or false, got 'maybe'"),
+        (["+train.trian=1"], "train.trian is not a setting"),
+        (["--config-path", "{conf}", "--config-name", "exp"], "train.total_env_step is not a setting (did you mean "
+                                                               "train.total_env_steps?)"),
+    ],
+)
+def test_the_recipe_refuses_them_in_one_line_before_writing(tmp_path, args, message):
+    conf = _conf_copy(tmp_path, "exp", "defaults:\n  - config\n  - _self_\ntrain:\n  total_env_step: 1000\n")
+    env = {**os.environ, "TORCHRL_CHUNK_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.run([sys.executable, str(ROOT / "recipes" / "mt10.py"), *(a.format(conf=conf) for a in args),
+                           "preset=smoke", "run_dir=run"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], proc.stderr
+    assert lines[0].endswith("Fix these settings and run again.")
+    assert not (tmp_path / "run").exists()
