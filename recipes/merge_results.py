@@ -12,6 +12,11 @@ they share, unless a ``DIR=TAG`` argument tags one run's labels as ``"<label> (T
 (e.g. to compare budgets or seeds side by side). Writes <out>/results.md and
 <out>/results.csv and prints the markdown table.
 
+Marks: "–" is a length metric not measured (fewer than 10% of the episodes succeeded), "n/a"
+a task that a column has no result for. When the columns cover different tasks (runs of
+different task lists), the Average row is the mean over the tasks every column has, named
+"Average (k of n tasks)", and the legend under the table names the tasks each column lacks.
+
 When some label has more than one seed, it also prints the statistics over seeds
 (torchrl_chunk.evaluation.write_statistics: per-task mean ± 95% t-interval, IQM and mean
 with 95% stratified-bootstrap CIs from rliable) and writes them to <out>/stats.md with

@@ -58,3 +58,27 @@ def test_report_accumulates_and_separates_incomplete():
     total.add(one)
     assert total.rejected == {"failure": 4, "non_finite": 2} and total.num_rejected == 6
     assert total.incomplete == 4 and total.offered == 8 and total.admitted_lengths == [7, 7]
+
+
+def test_motionless_expert_demos():
+    """An expert demo never moves when all its actions are within 1e-4 of zero or its state never
+    changes by more than 1e-6 (issue 19: zero actions marked successful were cloned)."""
+    import torch
+
+    from _trajectories import chunked_traj, traj
+    from torchrl_chunk.data.trajectories import MOTIONLESS_ACTION_ATOL, MOTIONLESS_STATE_ATOL, motionless
+
+    assert (MOTIONLESS_ACTION_ATOL, MOTIONLESS_STATE_ATOL) == (1e-4, 1e-6)
+    assert motionless(traj(5)) is None and motionless(chunked_traj([4, 4, 2])) is None
+    still = traj(5, tag=3.0)
+    still["action"] = torch.full_like(still["action"], -1e-4)  # at the threshold: still
+    assert motionless(still) == "all its actions are zero (|a| <= 0.0001)"
+    still["action"][2, 1] = 2e-4  # one entry beyond it: the arm moves
+    assert motionless(still) is None
+    frozen = traj(5, tag=3.0)
+    frozen["observation", "state"] = frozen["observation", "state"][:1].expand(5, -1) + 1e-7 * torch.rand(5, 1)
+    assert motionless(frozen) == "its state never changes (by more than 1e-06)"
+    frozen["next", "observation", "state"] = frozen["observation", "state"] + 1.0  # the last next state moved
+    assert motionless(frozen) is None
+    one = traj(1, tag=3.0)  # one state, no next one: only the actions tell
+    assert motionless(one) is None

@@ -170,7 +170,7 @@ def test_save_load_round_trip(tmp_path, storage):
     buf.extend([traj(4, tag=7), traj(2, success=False), traj(6, tag=9)])
     buf.dumps(tmp_path / "ckpt")
 
-    restored = buffer(experts=(1,), max_size=30)
+    restored = buffer(experts=(2,), max_size=30)  # any seed: loads replaces it
     restored.loads(tmp_path / "ckpt")
     assert restored.trajectory_lengths == buf.trajectory_lengths
     assert restored.length_limit == buf.length_limit
@@ -353,3 +353,14 @@ def test_a_chunked_trajectory_without_step_counts_is_refused_not_measured_as_T_t
     no_counts = chunked_traj([4, 1]).exclude(("next", "steps_executed"))
     with pytest.raises(KeyError, match="steps_executed.*ChunkedEnv"):
         buf.add(no_counts)
+
+
+def test_an_expert_demo_that_never_moves_is_refused_at_seeding():
+    still = traj(6)
+    still["action"] = torch.zeros(6, A)
+    with pytest.raises(ValueError, match=r"Expert demo 1 never moves \(all its actions are zero"):
+        LengthFilteredReplayBuffer([traj(5), still], horizon=H)
+    frozen = traj(6)
+    frozen["observation", "state"] = torch.ones(6, OBS)
+    with pytest.raises(ValueError, match="Expert demo 0 never moves .its state never changes"):
+        LengthFilteredReplayBuffer([frozen], horizon=H)

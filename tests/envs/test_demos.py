@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -162,3 +164,185 @@ def test_pixel_demo():
     assert td["next", "observation", "image"].shape == (T, 32, 32, 3)
     assert torch.equal(td["next", "observation", "image"][:-1], td["observation", "image"][1:])
     assert demos.image_size == 32
+
+
+# ----------------------------------------------------------------------------------------
+# A demo file says what it holds and is checked on load (issue 19, section 2, item 4)
+# ----------------------------------------------------------------------------------------
+def _one_line(err) -> str:
+    msg = str(err.value)
+    assert "\n" not in msg
+    return msg
+
+
+def test_a_file_of_other_demos_is_refused_naming_both(demos, tmp_path):
+    """A valid push-v3 file under reach-v3's cache name was used for reach without a word."""
+    from torchrl_chunk.envs.demos import DemoFileError
+
+    path = save_demos(collect_expert_demos("push-v3", 1, seed=11), tmp_path / "reach-v3_n3_seed11_T200.pt")
+    expect = dict(task=REACH, seed=11, num=3, max_steps=200, from_pixels=False, image_size=128)
+    with pytest.raises(DemoFileError) as err:
+        load_demos(path, **expect)
+    msg = _one_line(err)
+    assert f"{str(path)!r} does not hold the demos expected: task 'push-v3' (expected 'reach-v3'), 1 demos " \
+           "(expected 3); " in msg
+    assert msg.endswith("delete it to collect these demos again, or load the file that holds them.")
+    assert isinstance(err.value, ValueError)  # the recipe's jobs stop on it with one line
+    assert load_demos(path).task == "push-v3"  # no expectations: loaded as it is
+
+    own = save_demos(demos, tmp_path / "reach.pt")
+    assert load_demos(own, **expect).lengths == demos.lengths  # what it says it holds: loaded
+    for kw, differs in [
+        (dict(seed=12), "seed 11 (expected 12)"),
+        (dict(max_steps=150), "max_steps 200 (expected 150)"),
+        (dict(from_pixels=True, image_size=64), "state-only demos (expected 64 px image demos)"),
+        (dict(task=1), "task 'reach-v3' (expected 'push-v3')"),  # a task index is a task too
+    ]:
+        with pytest.raises(DemoFileError, match="does not hold the demos expected: " + re.escape(differs) + ";"):
+            load_demos(own, **{**expect, **kw})
+
+
+def test_a_file_whose_task_ids_are_another_tasks_is_refused(tmp_path):
+    from torchrl_chunk.envs.demos import DemoFileError
+
+    push = collect_expert_demos("push-v3", 1, seed=11)
+    push.task = REACH  # says reach-v3, holds push-v3's demos
+    path = save_demos(push, tmp_path / "reach.pt")
+    with pytest.raises(DemoFileError, match=r"demo 0 with task_id 1 \(push-v3\), not reach-v3's 0"):
+        load_demos(path, task=REACH)
+
+
+def _tampered(demos, i, **entries) -> ExpertDemos:
+    trajectories = [td.clone() for td in demos.trajectories]
+    for key, fill in entries.items():
+        key = tuple(key.split("__")) if "__" in key else key
+        trajectories[i].set(key, fill(trajectories[i].get(key)))
+    return ExpertDemos(task=demos.task, seed=demos.seed, trajectories=trajectories, num_tries=demos.num_tries,
+                       attempts=demos.attempts)
+
+
+def test_demos_that_never_move_are_refused(demos, tmp_path):
+    """Zero actions marked successful were admitted and cloned (the policy learns to stand still)."""
+    from torchrl_chunk.envs.demos import DemoFileError
+
+    still = _tampered(demos, 1, action=torch.zeros_like)
+    path = save_demos(still, tmp_path / "still.pt")
+    with pytest.raises(DemoFileError) as err:
+        load_demos(path)
+    assert _one_line(err) == (
+        f"{str(path)!r}: expert demo 1 of reach-v3 never moves (all its actions are zero (|a| <= 0.0001)) although "
+        "it is marked successful, and cloning it teaches the policy to stand still; delete the file to collect "
+        "the demos again, or drop that demo.")
+
+    first = demos.trajectories[0]["observation", "state"][:1]
+
+    def frozen(state):  # every state, the next ones too, is the first one
+        return first.expand_as(state).clone()
+
+    path = save_demos(_tampered(demos, 0, observation__state=frozen, next__observation__state=frozen),
+                      tmp_path / "frozen.pt")
+    with pytest.raises(DemoFileError, match=r"expert demo 0 of reach-v3 never moves \(its state never changes "
+                                            r"\(by more than 1e-06\)\)"):
+        load_demos(path)
+
+
+def test_replay_refuses_demos_that_do_not_reach_success(demos, tmp_path):
+    from torchrl_chunk.envs.demos import DemoFileError, replay_demos
+
+    assert demos.attempts == [0, 1, 2]
+    path = save_demos(demos, tmp_path / "reach.pt")
+    assert load_demos(path, replay=True).attempts == [0, 1, 2]  # the scripted demos pass
+    wrong = save_demos(_tampered(demos, 2, action=lambda a: -a), tmp_path / "wrong.pt")  # moves, but away
+    load_demos(wrong)  # not replayed: loaded
+    with pytest.raises(DemoFileError) as err:
+        load_demos(wrong, replay=True)
+    T = demos.lengths[2]
+    assert _one_line(err) == (
+        f"{str(wrong)!r}: expert demo 2 of reach-v3 does not reach success when its {T} actions are replayed from "
+        "its configuration (attempt 2 of seed 11); the file is stale (collected by other code or another "
+        "MetaWorld) or not what it says; delete it to collect the demos again.")
+    assert replay_demos(demos) is True
+
+
+def test_replay_follows_the_attempts_failures_included(monkeypatch):
+    """Failed attempts draw configurations too: the demos of attempts 1, 3, 5 replay from theirs."""
+    import numpy as np
+
+    from torchrl_chunk.envs.demos import replay_demos
+    from torchrl_chunk.envs.metaworld import simulator
+
+    expert, attempt = scripted_policy(REACH), [0]
+    reset_fresh = simulator.TaskSim.reset_fresh
+
+    def counting_reset(self):
+        attempt[0] += 1
+        return reset_fresh(self)
+
+    with monkeypatch.context() as m:
+        m.setattr(simulator.TaskSim, "reset_fresh", counting_reset)
+        demos = collect_expert_demos(REACH, 3, seed=5, max_steps=60,
+                                     policy=lambda s: expert(s) if attempt[0] % 2 == 1 else np.zeros(4))
+    assert demos.attempts == [0, 2, 4] and demos.num_tries == 5
+    assert replay_demos(demos) is True
+    shifted = ExpertDemos(task=REACH, seed=5, trajectories=demos.trajectories, num_tries=5, max_steps=60,
+                          attempts=[1, 2, 4])  # demo 0 replayed from another configuration
+    with pytest.raises(ValueError, match="expert demo 0 of reach-v3 does not reach success"):
+        replay_demos(shifted)
+    # attempts unknown (demos from elsewhere, older files with failed attempts): not replayed
+    unknown = ExpertDemos(task=REACH, seed=5, trajectories=demos.trajectories, num_tries=3, max_steps=60)
+    assert replay_demos(unknown) is False
+
+
+def test_a_file_from_before_attempts_were_recorded_is_checked_and_replayed(demos, tmp_path):
+    """Old cache files record task, seed, count, cap and kind (all checked); with no failed attempt
+    demo i was attempt i, and they are replayed; with failed ones they are accepted unreplayed."""
+    from torchrl_chunk.envs.demos import DemoFileError
+
+    def old(d, name):
+        path = save_demos(d, tmp_path / name)
+        payload = torch.load(path, weights_only=True)
+        del payload["attempts"]  # as save_demos wrote it before
+        torch.save(payload, path)
+        return path
+
+    loaded = load_demos(old(demos, "old.pt"), task=REACH, seed=11, num=3, max_steps=200, from_pixels=False,
+                        replay=True)
+    assert loaded.attempts == [0, 1, 2] and loaded.num_tries == 3
+    with pytest.raises(DemoFileError, match="expert demo 2 of reach-v3 does not reach success"):
+        load_demos(old(_tampered(demos, 2, action=lambda a: -a), "wrong.pt"), replay=True)
+    failed_once = _tampered(demos, 0)
+    failed_once.num_tries = 4
+    assert load_demos(old(failed_once, "failed.pt"), replay=True).attempts is None  # configurations unknown
+
+
+def test_the_recipe_passes_its_expectations_to_the_cache(demos, tmp_path, monkeypatch):
+    """recipes/mt10_utils.expert_demos: a push-v3 file under reach-v3's cache name stops the job with one
+    line naming the file; the cache of these demos is loaded (and replayed); a motionless demo from
+    demos.path stops it too."""
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "recipes"))
+    import mt10_utils
+
+    from torchrl_chunk.envs.demos import DemoFileError
+
+    cfg = OmegaConf.create({"seed": 11, "demos": {"source": "scripted", "seed": None, "cache_dir": str(tmp_path)},
+                            "env": {"max_steps": 200, "from_pixels": False, "image_size": 128}})
+    cache = tmp_path / "reach-v3_n3_seed11_T200.pt"
+    save_demos(collect_expert_demos("push-v3", 3, seed=11), cache)
+    with pytest.raises(DemoFileError, match=re.escape(f"{str(cache)!r} does not hold the demos expected: task "
+                                                      "'push-v3' (expected 'reach-v3');")):
+        mt10_utils.expert_demos(cfg, REACH, 3)
+    save_demos(demos, cache)
+    assert mt10_utils.expert_demos(cfg, REACH, 3).lengths == demos.lengths
+
+    still = _tampered(demos, 0, action=torch.zeros_like)
+    still.metadata = {"source": "lerobot", "path": "/data/reach"}
+    monkeypatch.setattr(mt10_utils, "demos_from_path", lambda cfg, task, num: still)
+    with pytest.raises(SystemExit) as err:
+        mt10_utils.expert_demos(OmegaConf.merge(cfg, {"demos": {"source": "lerobot"}}), REACH, 3)
+    assert str(err.value).startswith("error: reach-v3: demos.source=lerobot demos.path=/data/reach: expert demo 0 "
+                                     "of reach-v3 never moves (all its actions are zero")
+    assert str(err.value).endswith("; drop it from the demonstrations or record it again.")

@@ -107,14 +107,16 @@ def test_table_i_layout_for_all_fifty_tasks():
     assert display_name("button-press-topdown-wall-v3") == "Button-Press-Topdown-Wall"
 
     md = results_to_markdown(build_table(_mt50_grid(), label_order=TABLE_I_LABELS)).splitlines()
-    assert len(md) == 3 + 50 + 1  # two header rows and the rule, 50 tasks, Average
+    assert len(md) == 3 + 50 + 1 + 2  # two header rows and the rule, 50 tasks, Average; a blank line, the legend
     assert md[2] == "|  | SFT | Ours | SFT | Ours | SFT | Ours |"
     assert md[3] == "| Reach | 0.10 | 0.50 | 40.00 | 40.00 | 40.00 | 40.00 |"
     assert md[10] == "| Peg-Insert-Side | 0.17 | 0.57 | – | 47.00 | – | 47.00 |"
     assert md[13] == "| Assembly | 0.20 | 0.60 | 50.00 | 50.00 | 50.00 | 50.00 |"
-    assert md[-2] == "| Sweep | 0.59 | 0.99 | 89.00 | 89.00 | 89.00 | 89.00 |"
-    assert md[-1] == "| Average | 0.34 | 0.74 | – | 64.50 | – | 64.50 |"  # 0.345 and 0.745 (binary) round down
-    assert [row.split(" | ")[0][2:] for row in md[3:-1]] == [TASK_DISPLAY_NAMES[t] for t in ALL_V3_TASKS]
+    assert md[-4] == "| Sweep | 0.59 | 0.99 | 89.00 | 89.00 | 89.00 | 89.00 |"
+    assert md[-3] == "| Average | 0.34 | 0.74 | – | 64.50 | – | 64.50 |"  # 0.345 and 0.745 (binary) round down
+    assert md[-2:] == ["", "–: fewer than 10% of the episodes succeeded, so no length is measured (in the Average "
+                           "row: on at least one task)."]
+    assert [row.split(" | ")[0][2:] for row in md[3:-3]] == [TASK_DISPLAY_NAMES[t] for t in ALL_V3_TASKS]
     csv_lines = results_to_csv(build_table(_mt50_grid())).strip().splitlines()
     assert len(csv_lines) == 2 + 50 + 1 and csv_lines[-1].startswith("Average,")
 
@@ -137,3 +139,49 @@ def test_rliable_statistics_over_fifty_tasks():
     md = statistics_markdown(stats)
     assert "### Aggregate over 50 tasks × 3 seeds" in md and "| Pick-Out-of-Hole | " in md
     assert "| SFT | 50 of 50 | 50 of 50 |" in md  # Ours is better on every one of the fifty tasks
+
+
+def _m(acc, length):
+    return {"success_rate": acc, "len_p10": length, "avg_shortest_10pct": length}
+
+
+def test_columns_of_different_tasks_average_the_shared_ones_and_mark_missing_cells():
+    """Issue 19: merging results of different task lists averaged different tasks per column without a
+    word, and a missing result printed as "–", the mark of "fewer than 10% successes"."""
+    from torchrl_chunk.evaluation.tables import AVERAGED_TASKS, MISSING, NO_RESULT, table_legend
+
+    assert (MISSING, NO_RESULT) == ("–", "n/a")
+    sft = {"reach-v3": _m(0.5, 30.0), "push-v3": _m(0.25, None), "pick-place-v3": _m(0.75, 50.0)}
+    ours = {"reach-v3": _m(1.0, 20.0), "pick-place-v3": _m(0.25, 60.0),
+            AVERAGE_ROW: _m(0.9, 10.0)}  # a carried Average over Ours's own tasks is not the shared one
+    table = merge_results({"SFT": sft, "Ours": ours})
+    assert "Ours" not in table["push-v3"]  # no result: nothing made up
+    assert table[AVERAGE_ROW]["SFT"] == {**_m(0.625, 40.0), AVERAGED_TASKS: ["reach-v3", "pick-place-v3"]}
+    assert table[AVERAGE_ROW]["Ours"]["success_rate"] == pytest.approx(0.625)
+    assert table[AVERAGE_ROW]["Ours"]["len_p10"] == pytest.approx(40.0)
+    md = results_to_markdown({"SFT": sft, "Ours": ours}).splitlines()
+    assert md[3:] == [
+        "| Reach | 0.50 | 1.00 | 30.00 | 20.00 | 30.00 | 20.00 |",
+        "| Push | 0.25 | n/a | – | n/a | – | n/a |",  # SFT's lengths not measured, Ours never ran push
+        "| Pick-Place | 0.75 | 0.25 | 50.00 | 60.00 | 50.00 | 60.00 |",
+        "| Average (2 of 3 tasks) | 0.62 | 0.62 | 40.00 | 40.00 | 40.00 | 40.00 |",
+        "",
+        "–: fewer than 10% of the episodes succeeded, so no length is measured (in the Average row: on at least "
+        "one task).",
+        "n/a: no result for that task in that column.",
+        "Average (2 of 3 tasks): the mean over the tasks every column has (Reach, Pick-Place); Ours lacks Push.",
+    ]
+    csv_lines = results_to_csv({"SFT": sft, "Ours": ours}).splitlines()
+    assert csv_lines[3] == "Push,0.25,n/a,–,n/a,–,n/a" and csv_lines[-1].startswith("Average (2 of 3 tasks),0.62,")
+    assert len(csv_lines) == 2 + 3 + 1  # rows only, no legend
+
+    # no task in every column: no Average, said so
+    apart = merge_results({"SFT": {"push-v3": _m(0.5, 30.0)}, "Ours": {"reach-v3": _m(1.0, 20.0)}})
+    assert apart[AVERAGE_ROW] == {}
+    assert table_legend(apart, columns=["SFT", "Ours"])[-1] == (
+        "Average: none, no task has a result in every column; SFT lacks Reach; Ours lacks Push.")
+    # the same tasks everywhere: the Average row and its carried values as before, no legend without marks
+    same = merge_results({"SFT": {"reach-v3": _m(0.5, 30.0)}, "Ours": {"reach-v3": _m(1.0, 20.0),
+                                                                        AVERAGE_ROW: _m(0.9, 10.0)}})
+    assert same[AVERAGE_ROW] == {"SFT": _m(0.5, 30.0), "Ours": _m(0.9, 10.0)}
+    assert results_to_markdown(same).splitlines()[-1] == "| Average | 0.50 | 0.90 | 30.00 | 10.00 | 30.00 | 10.00 |"

@@ -155,3 +155,26 @@ def test_the_recipe_writes_the_same_stats_as_merge_results(tmp_path, monkeypatch
     one.mkdir()
     mt10_outputs.write_tables(one, merge_results.load_results(multi_seed_runs(one, seeds=(4,))))
     assert (one / "results.md").exists() and not (one / "stats.md").exists()
+
+
+def test_runs_of_different_task_lists_average_the_shared_tasks_and_say_so(tmp_path, capsys):
+    """Issue 19: columns covering different tasks were averaged over different tasks without a word,
+    and a missing result printed "–", the mark of fewer than 10% successes."""
+    write_result(tmp_path / "a", "sft", "SFT", "reach-v3", 0.5, 30.0)
+    write_result(tmp_path / "a", "sft", "SFT", "push-v3", 0.25, None)  # fewer than 10% successes: "–"
+    write_result(tmp_path / "b", "ours", "Ours", "reach-v3", 1.0, 20.0)  # a run of reach-v3 only
+    merge_results.main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "m"), "--no-stats"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[3:] == [
+        "| Reach | 0.50 | 1.00 | 30.00 | 20.00 | 30.00 | 20.00 |",
+        "| Push | 0.25 | n/a | – | n/a | – | n/a |",
+        "| Average (1 of 2 tasks) | 0.50 | 1.00 | 30.00 | 20.00 | 30.00 | 20.00 |",  # SFT over reach only
+        "",
+        "–: fewer than 10% of the episodes succeeded, so no length is measured (in the Average row: on at least "
+        "one task).",
+        "n/a: no result for that task in that column.",
+        "Average (1 of 2 tasks): the mean over the tasks every column has (Reach); Ours lacks Push.",
+    ]
+    assert (tmp_path / "m" / "results.md").read_text().splitlines() == lines
+    assert (tmp_path / "m" / "results.csv").read_text().splitlines()[-1] == \
+        "Average (1 of 2 tasks),0.50,1.00,30.00,20.00,30.00,20.00"

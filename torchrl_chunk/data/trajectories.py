@@ -97,6 +97,12 @@ def expert_trajectories(
                 f"Expert demo {i} has NaN or inf in {bad!r}: drop or repair that demo "
                 "before seeding the buffer (it never stores non-finite values)."
             )
+        still = motionless(traj)
+        if still is not None:
+            raise ValueError(
+                f"Expert demo {i} never moves ({still}) although it succeeded: cloning it teaches the "
+                "policy to stand still; drop that demo or record it again."
+            )
         experts.append(traj)
         lengths.append(length)
     if not experts:
@@ -105,6 +111,39 @@ def expert_trajectories(
             "(e.g. torchrl_chunk.envs.collect_expert_demos(...).trajectories)."
         )
     return experts, lengths
+
+
+#: An expert demo "never moves" when every entry of every action is within this of zero (a
+#: MetaWorld action of 1e-4 moves the hand 1 µm per step: the arm stands still) ...
+MOTIONLESS_ACTION_ATOL = 1e-4
+#: ... or when no entry of its ``("observation", "state")`` (next states included) ever differs
+#: from its first value by more than this (float32 noise: the recorded state is frozen).
+MOTIONLESS_STATE_ATOL = 1e-6
+
+
+def motionless(traj: TensorDictBase) -> str | None:
+    """Why the expert demo ``traj`` never moves, or ``None`` if it does.
+
+    A demo never moves when all its actions are (near) zero (``|a| <=``
+    :data:`MOTIONLESS_ACTION_ATOL` everywhere) or when it has a state entry
+    (``("observation", "state")``, with ``("next", "observation", "state")`` when present) that
+    never changes by more than :data:`MOTIONLESS_STATE_ATOL` over two or more states. Such a demo,
+    marked successful, teaches the policy to stand still. One pass over the actions and states.
+    Checked where expert demos enter: :func:`expert_trajectories` (the buffer's seeding),
+    ``collect_expert_demos``, ``load_demos`` and the recipe's ``demos.path`` sources.
+    """
+    action = get_entry(traj, ACTION_KEY).detach()
+    if action.numel() and action.is_floating_point() and float(action.abs().max()) <= MOTIONLESS_ACTION_ATOL:
+        return f"all its actions are zero (|a| <= {MOTIONLESS_ACTION_ATOL:g})"
+    state = traj.get((OBSERVATION, "state"), None)
+    if torch.is_tensor(state) and state.is_floating_point() and state.ndim >= 1:
+        nxt = traj.get(("next", OBSERVATION, "state"), None)
+        if torch.is_tensor(nxt) and nxt.shape[1:] == state.shape[1:] and nxt.shape[0]:
+            state = torch.cat([state, nxt[-1:]])
+        state = state.detach()
+        if state.shape[0] > 1 and float((state - state[:1]).abs().max()) <= MOTIONLESS_STATE_ATOL:
+            return f"its state never changes (by more than {MOTIONLESS_STATE_ATOL:g})"
+    return None
 
 
 def is_chunked(traj: TensorDictBase, horizon: int) -> bool:
@@ -250,4 +289,5 @@ def chunk_rows(
     return rows
 
 
-__all__ = ["as_action_bounds", "chunk_rows", "out_of_bounds", "expert_trajectories", "length_and_success", "non_finite_key", "split_trajectories"]
+__all__ = ["MOTIONLESS_ACTION_ATOL", "MOTIONLESS_STATE_ATOL", "as_action_bounds", "chunk_rows", "out_of_bounds",
+           "expert_trajectories", "length_and_success", "motionless", "non_finite_key", "split_trajectories"]

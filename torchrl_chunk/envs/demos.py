@@ -26,6 +26,14 @@ Format (consumed by the demonstration buffer; keep it stable): every trajectory 
 
 All trajectories have the same keys, so ``torch.cat(demos.trajectories)`` is a flat
 batch whose ends are marked by ``("next", "done")``.
+
+A demo file records what it holds (task, seed, number of demos, episode cap, observation
+kind: ``image_size`` or ``None`` for state only) and :func:`load_demos` checks it against what
+the caller expects; every demo must move (:func:`~torchrl_chunk.data.trajectories.motionless`:
+not all actions (near) zero, a state that changes), checked when demos are collected and
+loaded; ``load_demos(..., replay=True)`` also replays every demo's actions from its
+configuration (:func:`replay_demos`, from the attempt each demo came from,
+:attr:`ExpertDemos.attempts`) and refuses a file whose demos do not reach success.
 """
 
 from __future__ import annotations
@@ -42,11 +50,13 @@ import numpy as np
 import torch
 from tensordict import TensorDict
 
+from torchrl_chunk.data.trajectories import motionless
 from torchrl_chunk.envs.metaworld.simulator import STATE_DIM, TaskSim
-from torchrl_chunk.envs.metaworld.tasks import DEMO_STREAM, derive_seed, task_index, task_name
+from torchrl_chunk.envs.metaworld.tasks import ALL_V3_TASKS, DEMO_STREAM, derive_seed, task_index, task_name
 from torchrl_chunk.keys import ACTION_KEY, IMAGE_KEY, STATE_KEY, SUCCESS_KEY, TASK_ID_KEY
 
-__all__ = ["ExpertDemoError", "ExpertDemos", "collect_expert_demos", "load_demos", "save_demos", "scripted_policy"]
+__all__ = ["DemoFileError", "ExpertDemoError", "ExpertDemos", "check_demos_move", "collect_expert_demos", "load_demos",
+           "replay_demos", "save_demos", "scripted_policy"]
 
 _FORMAT_VERSION = 1
 
@@ -62,6 +72,12 @@ class ExpertDemoError(RuntimeError):
             f"at {max_steps} steps): the scripted expert of {task} cannot give {num_demos} demos; raise "
             f"max_tries or max_steps, or leave {task} out of the tasks."
         )
+
+
+class DemoFileError(ValueError):
+    """Demos that must not be used: another task, seed, count or observation kind than
+    expected, demos that never move, or demos that do not reach success when replayed.
+    The message is one line naming the problem and the fix."""
 
 
 def scripted_policy(task: str | int) -> Callable[[np.ndarray], np.ndarray]:
@@ -87,6 +103,9 @@ class ExpertDemos:
         num_tries: episodes run to obtain them (failures are discarded).
         max_steps: the episode cap used while collecting.
         image_size: image size, or ``None`` for state-only demos.
+        attempts: the attempt (0-based, below ``num_tries``) that gave each demo, i.e. the
+            index of its configuration in the demo stream (:func:`replay_demos`); ``None``
+            when unknown (files written before it was recorded, demos from elsewhere).
     """
 
     task: str
@@ -96,6 +115,7 @@ class ExpertDemos:
     max_steps: int = 200
     image_size: int | None = None
     metadata: dict = field(default_factory=dict)
+    attempts: list[int] | None = None
 
     def __len__(self) -> int:
         return len(self.trajectories)
@@ -189,6 +209,7 @@ def collect_expert_demos(
     sim = TaskSim(name, max_steps=max_steps, image_size=image_size if from_pixels else None)
     sim.seed(derive_seed(seed, 0, DEMO_STREAM))
     trajectories: list[TensorDict] = []
+    attempts: list[int] = []  # the attempt of each kept demo (its configuration): replay_demos
     tries = 0
     try:
         while len(trajectories) < num_demos:
@@ -232,16 +253,86 @@ def collect_expert_demos(
                 batch_size=[T],
             )
             trajectories.append(traj)
+            attempts.append(tries - 1)
     finally:
         sim.close()
-    return ExpertDemos(
+    demos = ExpertDemos(
         task=name,
         seed=int(seed),
         trajectories=trajectories,
         num_tries=tries,
         max_steps=int(max_steps),
         image_size=int(image_size) if from_pixels else None,
+        attempts=attempts,
     )
+    check_demos_move(demos, f"collect_expert_demos({name!r}, seed={int(seed)})",
+                     "the expert (policy=) must act; use MetaWorld's scripted policy or one that moves the arm")
+    return demos
+
+
+def check_demos_move(demos: ExpertDemos, where: str, fix: str) -> None:
+    """Refuse (:class:`DemoFileError`, one line ``"<where>: ...; <fix>."``) demos of which one
+    never moves (:func:`~torchrl_chunk.data.trajectories.motionless`: all its actions (near)
+    zero, or its state never changes): cloned, it teaches the policy to stand still."""
+    for i, td in enumerate(demos.trajectories):
+        reason = motionless(td)
+        if reason is not None:
+            raise DemoFileError(
+                f"{where}: expert demo {i} of {demos.task} never moves ({reason}) although it is marked "
+                f"successful, and cloning it teaches the policy to stand still; {fix}."
+            )
+
+
+def replay_demos(demos: ExpertDemos, where: str | None = None) -> bool:
+    """Replay every demo's actions from its configuration; refuse demos that do not reach success.
+
+    Feasible for demos collected by :func:`collect_expert_demos` (any policy): attempt ``k``'s
+    configuration is the ``k``-th reset of the demo stream seeded from ``(task, seed)``, and
+    :attr:`ExpertDemos.attempts` records the attempt of each demo. The stream is re-seeded and
+    reset once per attempt up to the last demo's (a failed attempt is only reset: its actions
+    were not kept), and each demo's actions are executed from its reset (state only, no
+    rendering: the same physics). A demo that does not reach success within its steps is
+    refused with a one-line :class:`DemoFileError` naming the demo and the fix. Costs less
+    than collecting (no expert policy, no rendering, no failed episodes): about 0.05 s per demo.
+
+    Returns ``False`` without replaying when the attempts are unknown (``None``):
+    demonstrations from elsewhere (LeRobot datasets, replay-buffer dumps), which record no
+    configuration, and files written before attempts were recorded whose collection had
+    failed attempts (:func:`load_demos`). ``True`` when every demo was replayed to success.
+    """
+    attempts = demos.attempts
+    if attempts is None:
+        return False
+    where = where or f"{demos.task} demos of seed {demos.seed}"
+    if len(attempts) != len(demos) or list(attempts) != sorted(set(attempts)) or (attempts and (
+            attempts[0] < 0 or attempts[-1] >= demos.num_tries)):
+        raise DemoFileError(f"{where}: the demos' attempts {list(attempts)} are not {len(demos)} increasing "
+                            f"indices below num_tries={demos.num_tries}; the file is corrupt, delete it to "
+                            "collect the demos again.")
+    fix = ("the file is stale (collected by other code or another MetaWorld) or not what it says; "
+           "delete it to collect the demos again")
+    sim = TaskSim(demos.task, max_steps=demos.max_steps, image_size=None)
+    sim.seed(derive_seed(demos.seed, 0, DEMO_STREAM))
+    try:
+        attempt = -1
+        for i, (td, kept) in enumerate(zip(demos.trajectories, attempts)):
+            while attempt < kept:  # the failed attempts before this demo's: their configurations are drawn
+                sim.reset_fresh()
+                attempt += 1
+            success = False
+            for action in td.get(ACTION_KEY).numpy():
+                _, success, truncated = sim.step(action)
+                if success or truncated:
+                    break
+            if not success:
+                raise DemoFileError(
+                    f"{where}: expert demo {i} of {demos.task} does not reach success when its "
+                    f"{td.batch_size[0]} actions are replayed from its configuration (attempt {kept} of seed "
+                    f"{demos.seed}); {fix}."
+                )
+    finally:
+        sim.close()
+    return True
 
 
 def save_demos(demos: ExpertDemos, path: str | os.PathLike) -> Path:
@@ -257,6 +348,7 @@ def save_demos(demos: ExpertDemos, path: str | os.PathLike) -> Path:
         "max_steps": int(demos.max_steps),
         "image_size": demos.image_size,
         "metadata": dict(demos.metadata),
+        "attempts": None if demos.attempts is None else [int(k) for k in demos.attempts],
         "trajectories": [td.to_dict() for td in demos.trajectories],
     }
     # A name of its own per writer: jobs of several algorithms for one (task, seed) may
@@ -270,8 +362,34 @@ def save_demos(demos: ExpertDemos, path: str | os.PathLike) -> Path:
     return path
 
 
-def load_demos(path: str | os.PathLike) -> ExpertDemos:
-    """Load demos saved by :func:`save_demos`; clear errors for missing/corrupt files."""
+def load_demos(
+    path: str | os.PathLike,
+    *,
+    task: str | int | None = None,
+    seed: int | None = None,
+    num: int | None = None,
+    max_steps: int | None = None,
+    from_pixels: bool | None = None,
+    image_size: int | None = None,
+    replay: bool = False,
+) -> ExpertDemos:
+    """Load demos saved by :func:`save_demos` and check that they are what the caller expects.
+
+    A demo file records its task, seed, number of demos, episode cap and observation kind
+    (``image_size``, ``None`` for state only); each of ``task``, ``seed``, ``num``,
+    ``max_steps``, ``from_pixels`` and ``image_size`` (compared only with ``from_pixels``
+    true or unset) that is given must match, and every trajectory's ``task_id`` must be the
+    recorded task's. Every demo must move (:func:`check_demos_move`). ``replay=True``
+    also replays every demo from its configuration and refuses demos that do not reach
+    success (:func:`replay_demos`, about 0.05 s per demo). Every refusal is a one-line
+    :class:`DemoFileError` (a ``ValueError``) naming what differs and the fix; missing and
+    corrupt files give clear errors too.
+
+    Files written before the demos' attempts were recorded (:attr:`ExpertDemos.attempts`)
+    hold every other value checked here and are accepted; when no attempt failed, demo ``i``
+    was attempt ``i`` and they are replayed, otherwise their configurations are unknown and
+    they are not (``attempts`` stays ``None``).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
@@ -308,7 +426,7 @@ def load_demos(path: str | os.PathLike) -> ExpertDemos:
         if payload["image_size"] is not None and td.get(IMAGE_KEY, None) is None:
             raise ValueError(f"{str(path)!r}: trajectory {i} lacks {IMAGE_KEY}.")
         trajectories.append(td)
-    return ExpertDemos(
+    demos = ExpertDemos(
         task=payload["task"],
         seed=payload["seed"],
         trajectories=trajectories,
@@ -316,4 +434,53 @@ def load_demos(path: str | os.PathLike) -> ExpertDemos:
         max_steps=payload["max_steps"],
         image_size=payload["image_size"],
         metadata=payload.get("metadata", {}),
+        attempts=payload.get("attempts"),
     )
+    if "attempts" not in payload and demos.num_tries == len(demos):  # written before attempts were recorded,
+        demos.attempts = list(range(len(demos)))  # by collect_expert_demos: none failed, demo i is attempt i
+    _check_expected(demos, path, task=task, seed=seed, num=num, max_steps=max_steps, from_pixels=from_pixels,
+                    image_size=image_size)
+    check_demos_move(demos, repr(str(path)), "delete the file to collect the demos again, or drop that demo")
+    if replay:
+        replay_demos(demos, repr(str(path)))
+    return demos
+
+
+def _kind(image_size: int | None) -> str:
+    return "state-only demos" if image_size is None else f"{image_size} px image demos"
+
+
+def _check_expected(demos: ExpertDemos, path: Path, **expected) -> None:
+    """One :class:`DemoFileError` listing every recorded value that differs from an expected one."""
+    differ = []
+    want = expected["task"]
+    if want is not None and task_name(want) != demos.task:
+        differ.append(f"task {demos.task!r} (expected {task_name(want)!r})")
+    for key, have in (("seed", demos.seed), ("max_steps", demos.max_steps)):
+        value = expected[key]
+        if value is not None and int(value) != int(have):
+            differ.append(f"{key} {have} (expected {int(value)})")
+    if expected["num"] is not None and int(expected["num"]) != len(demos):
+        differ.append(f"{len(demos)} demos (expected {int(expected['num'])})")
+    pixels, size = expected["from_pixels"], expected["image_size"]
+    if pixels is not None or size is not None:
+        want_size = None if pixels is False else size
+        if pixels and want_size is None:  # images of any size
+            if demos.image_size is None:
+                differ.append("state-only demos (expected image demos)")
+        elif want_size != demos.image_size:
+            want_kind = _kind(None if want_size is None else int(want_size))
+            differ.append(f"{_kind(demos.image_size)} (expected {want_kind})")
+    tid = task_index(demos.task)
+    for i, td in enumerate(demos.trajectories):
+        ids = td.get(TASK_ID_KEY)
+        if not bool((ids == tid).all()):
+            other = int(ids[ids != tid].flatten()[0])
+            name = ALL_V3_TASKS[other] if 0 <= other < len(ALL_V3_TASKS) else "?"
+            differ.append(f"demo {i} with task_id {other} ({name}), not {demos.task}'s {tid}")
+            break
+    if differ:
+        raise DemoFileError(
+            f"{str(path)!r} does not hold the demos expected: {', '.join(differ)}; it is the file of other "
+            "demos (or a stale cache): delete it to collect these demos again, or load the file that holds them."
+        )
