@@ -11,12 +11,8 @@ from tensordict.nn import TensorDictModule
 
 from _gl import requires_gl
 
-from torchrl_chunk.evaluation import (
-    AVERAGE_ROW,
-    evaluate_mt10,
-    evaluate_policy,
-    merge_episodes,
-)
+from torchrl_chunk.evaluation import AVERAGE_ROW, evaluate_mt10, evaluate_policy
+from torchrl_chunk.evaluation.runner import merge_episodes
 
 REACH = "reach-v3"
 

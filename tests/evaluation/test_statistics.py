@@ -5,17 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from torchrl_chunk.evaluation import (
-    MISSING_LENGTH,
+from torchrl_chunk.evaluation import MISSING_LENGTH, compute_statistics, write_statistics
+from torchrl_chunk.evaluation.statistics import (
     aggregate_intervals,
-    compute_statistics,
     history_matrix,
     score_matrix,
     statistics_markdown,
     task_intervals,
-    write_statistics,
 )
-from torchrl_chunk.evaluation.statistics import _fraction_above, _iqm
+from torchrl_chunk.evaluation.statistics import fraction_above, iqm
 
 TASKS = ("push-v3", "reach-v3", "door-open-v3")  # not in MT10 order on purpose
 REPS = 200
@@ -134,10 +132,10 @@ def test_vectorized_statistics_equal_rliables(shape):
 
     x = np.random.default_rng(sum(shape)).random(shape)
     steps = [x] if x.ndim == 2 else [x[..., k] for k in range(shape[-1])]
-    np.testing.assert_allclose(_iqm(x), [metrics.aggregate_iqm(xk) for xk in steps] if x.ndim == 3
+    np.testing.assert_allclose(iqm(x), [metrics.aggregate_iqm(xk) for xk in steps] if x.ndim == 3
                                else metrics.aggregate_iqm(x), rtol=1e-12)
     taus = np.linspace(0.0, 1.0, 101)
-    np.testing.assert_array_equal(_fraction_above(steps[0], taus), library.score_distributions(steps[0], taus))
+    np.testing.assert_array_equal(fraction_above(steps[0], taus), library.score_distributions(steps[0], taus))
 
 
 def test_markdown_tables():

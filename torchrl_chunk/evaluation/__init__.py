@@ -15,68 +15,36 @@ The metrics dict of one task: ``{"task", "success_rate", "len_p10",
 "avg_shortest_10pct", "num_episodes", "num_successes"}``.
 """
 
-from torchrl_chunk.evaluation.metrics import (
-    AVERAGE_ROW,
-    METRICS,
-    compute_task_metrics,
-    mt10_average,
-)
-from torchrl_chunk.evaluation.runner import (
-    EpisodeResults,
-    evaluate_mt10,
-    evaluate_policy,
-    merge_episodes,
-    run_episodes,
-)
-from torchrl_chunk.evaluation.statistics import (
-    MISSING_LENGTH,
-    STAT_METRICS,
-    SeedStatistics,
-    aggregate_intervals,
-    compute_statistics,
-    history_matrix,
-    score_matrix,
-    statistics_markdown,
-    task_intervals,
-    write_statistics,
-)
-from torchrl_chunk.evaluation.stat_plots import plot_statistics
+from torchrl_chunk.evaluation.metrics import AVERAGE_ROW, compute_task_metrics, mt10_average
+from torchrl_chunk.evaluation.runner import EpisodeResults, evaluate_mt10, evaluate_policy
+from torchrl_chunk.evaluation.stat_plots import write_statistics
+from torchrl_chunk.evaluation.statistics import MISSING_LENGTH, compute_statistics
 from torchrl_chunk.evaluation.tables import (
     MISSING,
     TABLE_I_LABELS,
     build_table,
-    format_table,
     merge_results,
     results_to_csv,
     results_to_markdown,
 )
 
+# What a user of the protocol calls; the building blocks (run_episodes, merge_episodes,
+# score_matrix, task_intervals, aggregate_intervals, history_matrix, statistics_markdown,
+# plot_statistics, format_table, ...) are imported from their modules.
 __all__ = [
     "AVERAGE_ROW",
     "EpisodeResults",
-    "METRICS",
     "MISSING",
     "MISSING_LENGTH",
-    "STAT_METRICS",
-    "SeedStatistics",
     "TABLE_I_LABELS",
-    "aggregate_intervals",
     "build_table",
     "compute_statistics",
     "compute_task_metrics",
     "evaluate_mt10",
     "evaluate_policy",
-    "format_table",
-    "history_matrix",
-    "merge_episodes",
     "merge_results",
     "mt10_average",
-    "plot_statistics",
     "results_to_csv",
     "results_to_markdown",
-    "run_episodes",
-    "score_matrix",
-    "statistics_markdown",
-    "task_intervals",
     "write_statistics",
 ]

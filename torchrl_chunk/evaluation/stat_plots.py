@@ -1,4 +1,7 @@
-"""The figures of :mod:`~torchrl_chunk.evaluation.statistics`: rliable's plots of a multi-seed run.
+"""The report of :mod:`~torchrl_chunk.evaluation.statistics`: ``stats.md`` and rliable's plots of a multi-seed run.
+
+:func:`write_statistics` writes the Markdown and the figures; the maths stays in
+``statistics`` (this module imports it, never the other way round).
 
 ``aggregate.png`` (IQM and mean with their CIs), ``performance_profile.png`` (Acc.) and
 ``sample_efficiency.png`` (IQM of the quick evaluations' Acc. and Avg(l.) versus env steps).
@@ -14,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from torchrl_chunk.evaluation.statistics import (
-    STAT_METRICS, SeedStatistics, _bootstrap, _fraction_above, _iqm, history_matrix)
+    STAT_METRICS, SeedStatistics, bootstrap, compute_statistics, fraction_above, history_matrix, iqm, max_seeds,
+    statistics_markdown)
 
 _BAND_REPS = 2000
 
@@ -50,7 +54,7 @@ def plot_statistics(
     written.append(_save(fig, out_dir / "aggregate.png", plt))
 
     taus = np.linspace(0.0, 1.0, 101)
-    profiles, bands = _bootstrap(stats.scores["success_rate"], lambda x: _fraction_above(x, taus),
+    profiles, bands = bootstrap(stats.scores["success_rate"], lambda x: fraction_above(x, taus),
                                  band_reps, seed, stats.confidence)
     fig, ax = plt.subplots(figsize=(6, 4))
     plot_utils.plot_performance_profiles(profiles, taus, performance_profile_cis=bands, colors=colors, ax=ax,
@@ -67,7 +71,7 @@ def plot_statistics(
             for lb in stats.labels:
                 if lb in curves[m]:
                     steps, scores = curves[m][lb]
-                    est, band = _bootstrap({lb: scores}, _iqm, band_reps, seed, stats.confidence)
+                    est, band = bootstrap({lb: scores}, iqm, band_reps, seed, stats.confidence)
                     plot_utils.plot_sample_efficiency_curve(steps, est, band, algorithms=[lb], colors=colors, ax=ax,
                                                             xlabel="env steps", ylabel=f"IQM {name} (quick eval)",
                                                             labelsize="large", ticklabelsize="medium")
@@ -85,4 +89,27 @@ def _save(fig, path: Path, plt) -> Path:
     return path
 
 
-__all__ = ["plot_statistics"]
+
+
+def write_statistics(
+    results: Sequence[Mapping], out_dir: Path | str | None, *, reps: int = 50000, seed: int = 0
+) -> str | None:
+    """``stats.md`` and the plots of :func:`plot_statistics` in ``out_dir``; returns the Markdown.
+
+    Does nothing and returns ``None`` unless some label has two seeds or more (an
+    interval needs them). With ``out_dir=None`` only the Markdown is made. Raises the
+    ``ValueError`` of :func:`score_matrix` when the results do not form a full matrix.
+    """
+    results = list(results)
+    if max_seeds(results) < 2:
+        return None
+    stats = compute_statistics(results, reps=reps, seed=seed)
+    md = statistics_markdown(stats)
+    if out_dir is not None:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        (Path(out_dir) / "stats.md").write_text(md)
+        plot_statistics(stats, results, out_dir, seed=seed)
+    return md
+
+
+__all__ = ["plot_statistics", "write_statistics"]

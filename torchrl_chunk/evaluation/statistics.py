@@ -70,8 +70,11 @@ __all__ = [
     "history_matrix",
     "score_matrix",
     "statistics_markdown",
+    "bootstrap",
+    "fraction_above",
+    "iqm",
+    "max_seeds",
     "task_intervals",
-    "write_statistics",
 ]
 
 #: What a missing length metric counts as: ``max_steps``, a failed episode's length.
@@ -176,7 +179,7 @@ def task_intervals(scores: np.ndarray, *, confidence: float = 0.95) -> tuple[np.
     return mean, np.stack([mean - half, mean + half])
 
 
-def _bootstrap(scores: Mapping[str, np.ndarray], func, reps: int, seed: int, confidence: float):
+def bootstrap(scores: Mapping[str, np.ndarray], func, reps: int, seed: int, confidence: float):
     """``rliable.library.get_interval_estimates``, seeded; numpy's global random state is left as it was."""
     from rliable import library
 
@@ -202,12 +205,12 @@ def aggregate_intervals(
     from rliable import metrics
 
     def func(x):
-        return np.array([_iqm(x), metrics.aggregate_mean(x)])
+        return np.array([iqm(x), metrics.aggregate_mean(x)])
 
-    return _bootstrap(scores, func, reps, seed, confidence)
+    return bootstrap(scores, func, reps, seed, confidence)
 
 
-def _iqm(x: np.ndarray) -> np.ndarray:
+def iqm(x: np.ndarray) -> np.ndarray:
     """IQM of ``[num_seeds, num_tasks, ...]`` scores over seeds and tasks, per trailing index.
 
     ``rliable.metrics.aggregate_iqm`` (``scipy.stats.trim_mean(x, 0.25, axis=None)``) of
@@ -219,7 +222,7 @@ def _iqm(x: np.ndarray) -> np.ndarray:
     return flat[cut:flat.shape[0] - cut].mean(axis=0)
 
 
-def _fraction_above(x: np.ndarray, taus: np.ndarray) -> np.ndarray:
+def fraction_above(x: np.ndarray, taus: np.ndarray) -> np.ndarray:
     """``rliable.library.score_distributions(x, taus)``: the fraction of runs with a score above each tau."""
     return (x.reshape(-1, 1) > taus).mean(axis=0)
 
@@ -352,25 +355,9 @@ def _head_to_head(stats: SeedStatistics, digits: int, reference: str = "Ours") -
     return lines
 
 
-def write_statistics(
-    results: Sequence[Mapping], out_dir: Path | str | None, *, reps: int = 50000, seed: int = 0
-) -> str | None:
-    """``stats.md`` and the plots of :func:`plot_statistics` in ``out_dir``; returns the Markdown.
-
-    Does nothing and returns ``None`` unless some label has two seeds or more (an
-    interval needs them). With ``out_dir=None`` only the Markdown is made. Raises the
-    ``ValueError`` of :func:`score_matrix` when the results do not form a full matrix.
-    """
+def max_seeds(results: Sequence[Mapping]) -> int:
+    """The largest number of seeds any label has on a task (0 without results)."""
     results = list(results)
-    if not results or max(len({s for seeds in per_task.values() for s in seeds})
-                           for per_task in _runs(results, None).values()) < 2:
-        return None
-    stats = compute_statistics(results, reps=reps, seed=seed)
-    md = statistics_markdown(stats)
-    if out_dir is not None:
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-        (Path(out_dir) / "stats.md").write_text(md)
-        from torchrl_chunk.evaluation.stat_plots import plot_statistics
-
-        plot_statistics(stats, results, out_dir, seed=seed)
-    return md
+    if not results:
+        return 0
+    return max(len({s for seeds in per_task.values() for s in seeds}) for per_task in _runs(results, None).values())
