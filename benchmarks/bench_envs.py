@@ -14,7 +14,7 @@ policy) of
 
 and each figure as a ratio to ``bare`` measured in the same run (setups measured
 round-robin ``--repeats`` times; medians), and the pool's scaling ``pool / (W x bare)``.
-Targets (issue 9): 2 workers on 2 cores >= 1.6x bare; 16 workers on 16 cores >= 0.6 x W
+Targets: 2 workers on 2 cores >= 1.6x bare; 16 workers on 16 cores >= 0.6 x W
 x bare (>= 6,000 frames/s). Usage::
 
     python benchmarks/bench_envs.py --task push-v3 --num-envs 8 --seconds 3 --repeats 3

@@ -50,7 +50,7 @@ from torchrl_chunk.objectives import ChunkClipPPOLoss
 
 NUM_TASKS = 10
 GIB = 2**30
-# issue 9: Octo-small, batch 256, bf16, one H200
+# targets: Octo-small, batch 256, bf16, one H200
 TARGETS = {"update": 2000.0, "act": 8000.0, "peak_gib": 40.0, "ratio": 1.2}
 
 

@@ -6,7 +6,7 @@ Not a test. Prints ratios measured in one run (docs/scaling.md quotes them):
    policy, ``workers`` envs, by
    * ``local``: TorchRL's ``Collector`` over ``make_metaworld_env(num_workers=W)`` (one env
      per worker process, the policy in this process, as ``env.num_workers=W``; a
-     ``WorkerPoolEnv`` since issue 9, a TorchRL ``ParallelEnv`` before);
+     ``WorkerPoolEnv``);
    * ``Ray``: :class:`~torchrl_chunk.distributed.RayEpisodeCollector` with ``W`` actors on a
      private local Ray instance of ``W`` CPUs (weights pushed every batch, as the recipe);
    and the bytes sent (weights) and received (the batch) per iteration. Batches are

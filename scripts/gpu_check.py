@@ -61,7 +61,7 @@ GIB = 2**30
 LIMIT_S = 540.0  # 9 minutes, the whole command (setup included)
 REPORT_RESERVE_S = 10.0  # kept free at the end: the last report write, process exits
 REPORT_NAME = "gpu_check.md"
-#: bench_octo's targets (issue 9: Octo-small, batch 256, bf16, one H200); a test checks they match.
+#: bench_octo's targets (Octo-small, batch 256, bf16, one H200); a test checks they match.
 OCTO_TARGETS = {"update": 2000.0, "act": 8000.0, "peak_gib": 40.0, "ratio": 1.2}
 TAIL_LINES = 25
 

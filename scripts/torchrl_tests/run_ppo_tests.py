@@ -1,4 +1,4 @@
-"""Run TorchRL's own PPO loss tests against ``ChunkClipPPOLoss`` (issue 8, section 2).
+"""Run TorchRL's own PPO loss tests against ``ChunkClipPPOLoss``.
 
 TorchRL's ``test/objectives/test_ppo.py`` is copied into a scratch folder and its import
 of ``ClipPPOLoss`` is rewritten to a stand-in class: ``ChunkClipPPOLoss`` with

@@ -62,7 +62,7 @@ def test_report_accumulates_and_separates_incomplete():
 
 def test_motionless_expert_demos():
     """An expert demo never moves when all its actions are within 1e-4 of zero or its state never
-    changes by more than 1e-6 (issue 19: zero actions marked successful were cloned)."""
+    changes by more than 1e-6 (zero actions marked successful were cloned before)."""
     import torch
 
     from _trajectories import chunked_traj, traj

@@ -217,7 +217,7 @@ def test_bad_input():
         buf.extend([short_chunks])
 
 
-# -- issue 8: non-finite values are never stored ---------------------------------------
+# -- non-finite values are never stored ---------------------------------------
 def _poison(td, key, value, t=1):
     td = td.clone()
     td[key][t] = value

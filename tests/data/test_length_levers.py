@@ -1,4 +1,4 @@
-"""The demo buffer's levers of issue 11: the adaptive length limit and length-weighted sampling."""
+"""The demo buffer's levers: the adaptive length limit and length-weighted sampling."""
 
 from __future__ import annotations
 

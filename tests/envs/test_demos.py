@@ -167,7 +167,7 @@ def test_pixel_demo():
 
 
 # ----------------------------------------------------------------------------------------
-# A demo file says what it holds and is checked on load (issue 19, section 2, item 4)
+# A demo file says what it holds and is checked on load
 # ----------------------------------------------------------------------------------------
 def _one_line(err) -> str:
     msg = str(err.value)

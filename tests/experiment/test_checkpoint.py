@@ -186,7 +186,7 @@ def test_foreign_or_old_layout_checkpoints_are_refused_not_overwritten(tmp_path)
     assert (tmp_path / "b" / "checkpoint.pt").read_bytes() == b"old"
 
 
-# -- issue 9: check before training that RAM and disk can hold the job ---------------------
+# -- check before training that RAM and disk can hold the job ---------------------
 def test_check_capacity_names_the_shortfall_and_the_fix(tmp_path, monkeypatch):
     from torchrl_chunk.experiment.checkpoint import CapacityError, check_capacity
 

@@ -46,7 +46,7 @@ def test_presets_pass():
 @pytest.mark.parametrize("preset", ["cpu", "smoke", "paper", "gpu"])
 def test_presets_resolve_as_before(preset, monkeypatch):
     """The typed settings change no value and no type: each preset resolves exactly as before
-    (tests/recipes/fixtures/preset_<name>.yaml, taken from the code before issue 19). After an
+    (tests/recipes/fixtures/preset_<name>.yaml, taken from the code before the typed settings). After an
     intended change of a default, write the fixture again from the new composition."""
     monkeypatch.delenv("TORCHRL_CHUNK_CACHE", raising=False)  # demos.cache_dir's default
     with initialize_config_dir(str(ROOT / "recipes" / "conf"), version_base="1.3"):

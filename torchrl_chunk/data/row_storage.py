@@ -1,4 +1,4 @@
-"""Storage of the demo buffer's rows that follows the rows held, and its footprint (issue 9).
+"""Storage of the demo buffer's rows that follows the rows held, and its footprint.
 
 Why hand-written: TorchRL's ``LazyTensorStorage(max_size)`` and ``LazyMemmapStorage`` allocate
 ``max_size`` rows at the first write, and their checkpointer dumps every allocated row. With

@@ -5,7 +5,7 @@ Section II.A of the paper (action-chunked PPO, Eq. 1-3): the policy emits a chun
 order and PPO sees one transition per chunk. This wrapper turns any TorchRL env into
 such a macro-step env. It is an :class:`~torchrl.envs.EnvBase` (not a transform) so that
 every transform stacked on top of it always runs, which avoids the two pitfalls of
-TorchRL's ``MultiAction`` documented in ``notes/torchrl-api.md`` section 3 (stale reward
+TorchRL 0.14's ``MultiAction`` (stale reward
 slots after an early done in batched envs; transforms after ``MultiAction`` skipped when
 every env finishes inside the chunk).
 """

@@ -30,7 +30,7 @@ per worker its batch is ``[W, n]`` and TorchRL's ``BatchSizeTransform`` cannot f
 (reshaping a ``Bounded`` spec fails in TorchRL 0.14); it forwards to a reset only the keys
 in its specs, so the fixed evaluation configurations (``"config_index"``) cannot be chosen;
 and an exception in a worker kills it, the parent seeing only ``EOFError`` / "worker
-dead" (the crash reported in issue 9).
+dead".
 """
 
 from __future__ import annotations

@@ -92,8 +92,8 @@ class MetaWorldEnv(EnvBase):
             the reset tensordict to choose them, otherwise they are used in order).
         num_eval_configs, eval_seed: the evaluation configurations (eval mode).
         include_instruction: add the non-tensor ``"language_instruction"`` entry
-            (off by default: TorchRL's ``Collector`` fails on non-tensor entries from
-            the second batch on, see ``notes/torchrl-api.md`` section 3).
+            (off by default: TorchRL 0.14's ``Collector`` fails on non-tensor entries from
+            the second batch on).
         worker_index_offset: offset of the sub-env indices used for seeding (distinct
             offsets give distinct workers).
         device: device of the output tensors.

@@ -12,7 +12,7 @@ the ids 0..9 they always had (MT10 runs are unchanged) and an id means the same 
 every run, whatever its task list. :func:`num_task_ids` gives the size of the id space a
 task's model needs: 10 for the MT10 tasks (as before), 50 for the others.
 
-Seeding (see ``notes/metaworld.md`` sections 1.6 and 7): MetaWorld ignores
+Seeding: MetaWorld ignores
 ``reset(seed=...)`` and, unless ``seeded_rand_vec`` is set, draws configurations from
 the *global* NumPy RNG. Here every sub-env owns a generator seeded with
 :func:`derive_seed` ``(seed, env_index, stream)``; training resets draw a fresh
