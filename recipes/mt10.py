@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import sys
 import time
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import hydra
@@ -34,8 +35,15 @@ from tqdm import tqdm
 import mt10_jobs as jobs
 import mt10_utils as u
 from mt10_config import env_workers, prepare_run, ray_settings, resolve_seeds, resolve_tasks
-from torchrl_chunk.experiment import CheckpointError, IterationLog, map_shards, shard
+from torchrl_chunk.envs import WorkerError
+from torchrl_chunk.experiment import CheckpointError, IterationLog, StopRequested, StopSignals, map_shards, shard, stop
 from torchrl_chunk.keys import STEPS_EXECUTED_KEY
+
+
+# A job that fails with one of these stops the run in one line (mt10_utils.stop_message); its traceback goes to
+# error.log. Also MuJoCo's GL errors (torchrl_chunk.gl), RuntimeErrors that start with GL_ERRORS.
+ONE_LINE_ERRORS = (CheckpointError, FloatingPointError, ValueError, OSError, WorkerError)
+GL_ERRORS = ("Pixel observations need MuJoCo rendering", "Could not create an offscreen OpenGL context")
 
 
 def run_job(cfg: DictConfig, algo: str, task: str, job_dir: Path, position: int = 0) -> dict:
@@ -44,8 +52,16 @@ def run_job(cfg: DictConfig, algo: str, task: str, job_dir: Path, position: int 
         return done
     try:
         return train_and_evaluate(cfg, algo, task, job_dir, position)
-    except (CheckpointError, FloatingPointError, ValueError) as err:  # incl. a diverged env or policy
-        raise SystemExit(u.stop_message(algo, task, job_dir, err)) from err
+    except (*ONE_LINE_ERRORS, RuntimeError, KeyboardInterrupt) as err:  # incl. a diverged env or policy, a full disk
+        signum = stop.requested()
+        if signum is not None and isinstance(err, (WorkerError, KeyboardInterrupt)):  # its env workers got it too
+            ckpt, iteration, _ = u.last_good_checkpoint(job_dir)
+            raise StopRequested(signum, f"{algo}/{task} (seed {cfg.seed}) stopped mid-iteration (its env workers got "
+                                "the signal too); " + (f"its last good checkpoint is {ckpt} (iteration {iteration})"
+                                                       if ckpt else "it has no checkpoint yet")) from err
+        if isinstance(err, ONE_LINE_ERRORS) or str(err).startswith(GL_ERRORS):  # the traceback goes to error.log
+            raise SystemExit(u.stop_message(algo, task, job_dir, err)) from err
+        raise
 
 
 def train_and_evaluate(cfg: DictConfig, algo: str, task: str, job_dir: Path, position: int) -> dict:
@@ -61,11 +77,14 @@ def train_and_evaluate(cfg: DictConfig, algo: str, task: str, job_dir: Path, pos
             sft(cfg, job)
             job.state["phase"] = "rl" if job.spec.ppo else "eval"
             u.save_checkpoint(job, wall())
+            stop.check(lambda: f"{algo}/{task} (seed {cfg.seed}) checkpointed after its SFT ({job_dir / 'checkpoint'})")
         if job.state["phase"] == "rl":
             post_train(cfg, job, position, wall)
         record = int(cfg.eval.video_episodes) if cfg.env.from_pixels else 0  # episodes 0 .. record-1
         u.close_eval_envs(job)  # the quick evaluations' workers: the final one builds its own
-        metrics = u.evaluate(cfg, job, int(cfg.eval.episodes), record=record)  # Table I protocol
+        with stop.interruptible(f"{algo}/{task} (seed {cfg.seed}) was in its final evaluation, which runs again on "
+                                f"resume from its checkpoint ({job_dir / 'checkpoint'})"):  # cut short: nothing is lost
+            metrics = u.evaluate(cfg, job, int(cfg.eval.episodes), record=record)  # Table I protocol
         return u.write_result(cfg, job, metrics, wall())
     finally:
         u.close_eval_envs(job)  # the evaluation worker processes, if any
@@ -74,7 +93,10 @@ def train_and_evaluate(cfg: DictConfig, algo: str, task: str, job_dir: Path, pos
 def sft(cfg: DictConfig, job: u.Job) -> None:
     """Behaviour cloning on the expert demos: the policy at t = 0 of Eq. 8."""
     optim = u.make_optimizer(cfg, job.actor, job.critic, lr=cfg.bc.pretrain_lr)
-    for _ in range(int(cfg.bc.pretrain_steps)):
+    steps = int(cfg.bc.pretrain_steps)
+    for step in range(steps):  # a stop here: SFT is not checkpointed midway, it starts again on resume
+        stop.check(lambda: f"{job.algo}/{job.task} (seed {cfg.seed}) was in its SFT (step {step} of {steps}), which "
+                           "starts again on resume")
         out = job.bc(job.buffer.sample(int(cfg.bc.pretrain_batch_size)).to(job.device))
         if not torch.isfinite(out["loss_bc"]):
             raise SystemExit(
@@ -94,6 +116,8 @@ def post_train(cfg: DictConfig, job: u.Job, position: int, wall) -> None:
                unit="step", dynamic_ncols=True, file=sys.stdout, mininterval=2.0)
     buffer.length_weighting = float(cfg.buffer.length_weighting)  # SFT sampled uniformly
     try:  # the collector's workers stop on every path, an error of the first evaluation included
+        stop.check(lambda: f"{job.algo}/{job.task} (seed {cfg.seed}) checkpointed at iteration {state['iteration']} "
+                           f"({job.dir / 'checkpoint'})")  # a stop while the job was built: nothing new to save
         if state["iteration"] == 0:
             state["history"].append({"env_steps": 0, **u.evaluate(cfg, job, cfg.train.quick_eval_episodes,
                                                                   collector=collector)})
@@ -127,9 +151,15 @@ def post_train(cfg: DictConfig, job: u.Job, position: int, wall) -> None:
                                              **u.evaluate(cfg, job, cfg.train.quick_eval_episodes,
                                                           collector=collector)})
             u.log_iteration(job, log, data, steps, bar, collector)
-            if state["iteration"] % int(cfg.train.checkpoint_every_iters) == 0 or state["env_steps"] >= total:
+            stopping = stop.requested()  # SIGTERM / SIGINT: the end of an iteration is the safe point
+            every = int(cfg.train.checkpoint_every_iters)
+            if stopping or state["iteration"] % every == 0 or state["env_steps"] >= total:
                 state["phase"] = "eval" if state["env_steps"] >= total else "rl"
                 u.save_checkpoint(job, wall())
+                stopping = stop.requested()  # also one received while saving: this checkpoint is the stop's
+            if stopping:
+                raise StopRequested(stopping, f"{job.algo}/{job.task} (seed {cfg.seed}) checkpointed at iteration "
+                                              f"{state['iteration']} ({job.dir / 'checkpoint'})")
     finally:
         bar.close()
         collector.shutdown()
@@ -141,8 +171,12 @@ def post_train(cfg: DictConfig, job: u.Job, position: int, wall) -> None:
 def run_units(units: list[tuple[str, int]], cfg_dict: dict, run_dir: str, position: int) -> list[dict]:
     """Every algorithm on each (task, seed) unit, one after the other (one process)."""
     cfg = OmegaConf.create(cfg_dict)
-    return [run_job(jobs.job_config(cfg, seed), algo, task, jobs.job_dir(run_dir, algo, task, seed), position)
-            for task, seed in units for algo in cfg.algo.names]
+    names, results = [(algo, task, seed) for task, seed in units for algo in cfg.algo.names], []
+    for algo, task, seed in names:  # a stop between two jobs: the others start on resume
+        stop.check(lambda: f"{len(results)} of {len(names)} jobs finished, the others start on resume")
+        job_dir = jobs.job_dir(run_dir, algo, task, seed)
+        results.append(run_job(jobs.job_config(cfg, seed), algo, task, job_dir, position))
+    return results
 
 
 def ray_job(cfg_dict: dict, algo: str, task: str, seed: int, run_dir: str) -> dict:
@@ -163,13 +197,24 @@ def run_on_ray(cfg: DictConfig, units: list[tuple[str, int]], cfg_dict: dict, ru
     job = ray.remote(num_cpus=cpus, num_gpus=float(cfg.ray.job_gpus), max_retries=int(cfg.ray.max_retries))(ray_job)
     names = [(algo, task, seed) for task, seed in units for algo in cfg.algo.names]
     futures = [job.remote(cfg_dict, algo, task, seed, str(run_dir)) for algo, task, seed in names]
+    pending = list(futures)
+    while pending and stop.requested() is None:  # not ray.get: it would wait through a SIGTERM / SIGINT
+        _, pending = ray.wait(pending, num_returns=len(pending), timeout=1.0)
+    for future in pending:  # a stop: the running jobs get a KeyboardInterrupt and end; their checkpoints stay
+        ray.cancel(future)
     results, errors = [], []
     for (algo, task, seed), future in zip(names, futures):
+        if future in pending:
+            continue
         try:
             result = ray.get(future)
         except Exception as err:  # noqa: BLE001 - e.g. its worker died more than ray.max_retries times
             result = {"error": f"error: {algo}/{task} (seed {seed}): {' '.join(str(err).split())[:500]}"}
         (errors if "error" in result else results).append(result.get("error", result))
+    if pending:
+        raise StopRequested(stop.requested(), f"{len(pending)} Ray job(s) cancelled, each resumes from its last "
+                            f"checkpoint (train.checkpoint_every_iters); {len(results)} of {len(names)} finished"
+                            + (f", {len(errors)} failed: {' / '.join(errors)}" if errors else ""))
     if errors:
         raise SystemExit("\n".join(errors) + f"\n{len(results)} of {len(names)} jobs finished; resume={run_dir} "
                          "runs the others again from their checkpoints.")
@@ -185,14 +230,27 @@ def main(cfg: DictConfig) -> None:
     ray = jobs.ray_session(cfg) if ray_settings(cfg) else None  # one cluster for the whole run
     if ray is not None:  # the parallel_tasks processes and the Ray tasks join the same one
         cfg_dict["ray"]["address"] = ray.get_runtime_context().gcs_address
+    signals = StopSignals(announce="the next safe point (the end of this iteration, with a checkpoint)" if
+                          cfg.launcher != "ray" else "once the Ray jobs are cancelled (they keep their checkpoints)",
+                          second=f"the checkpoints written so far are kept: resume={run_dir} continues from them")
     try:
-        if cfg.launcher == "ray":
-            results = run_on_ray(cfg, units, cfg_dict, Path(cfg_dict["run_dir"]))
-        else:
-            results = map_shards(run_units, shard(units, int(cfg.parallel_tasks)), cfg_dict, cfg_dict["run_dir"])
-    finally:
-        if ray is not None:
-            ray.shutdown()  # a private instance stops now, not at interpreter exit
+        with signals:  # SIGTERM / SIGINT: a checkpoint at the next safe point, one line, exit 128 + signum
+            try:
+                if cfg.launcher == "ray":
+                    results = run_on_ray(cfg, units, cfg_dict, Path(cfg_dict["run_dir"]))
+                else:
+                    results = map_shards(run_units, shard(units, int(cfg.parallel_tasks)), cfg_dict,
+                                         cfg_dict["run_dir"])
+            finally:
+                if ray is not None:
+                    ray.shutdown()  # a private instance stops now, not at interpreter exit
+    except StopRequested as err:
+        print(f"{err}; resume={run_dir} continues", file=sys.stderr)
+        raise SystemExit(err.exit_code) from None
+    except BrokenProcessPool:  # a parallel_tasks process was killed (e.g. by the out-of-memory killer)
+        raise SystemExit(f"error: a parallel_tasks process died abruptly (an exit code of -9 is most often the "
+                         f"out-of-memory killer: lower parallel_tasks); the checkpoints of its jobs are kept: "
+                         f"resume={run_dir} continues from them.") from None
     md = u.write_tables(run_dir, results)
     wall = time.time() - t0
     (run_dir / "wall_time.txt").write_text(f"{wall:.1f}\n")

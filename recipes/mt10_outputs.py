@@ -46,31 +46,6 @@ def eval_protocol(cfg: DictConfig) -> dict:
     return {"episodes": int(cfg.eval.episodes), "eval_seed": int(cfg.eval.eval_seed)}
 
 
-def stop_message(algo: str, task: str, job_dir: Path, err: BaseException) -> str:
-    """One line: what stopped the job, its last good checkpoint, how to go on; traceback to a file."""
-    import traceback
-
-    log = job_dir / "error.log"
-    try:
-        job_dir.mkdir(parents=True, exist_ok=True)
-        log.write_text("".join(traceback.format_exception(err)))
-        where = f" (traceback in {log})"
-    except OSError:
-        where = ""
-    msg = f"error: {algo}/{task}: {' '.join(str(err).split())}"
-    state = job_dir / "checkpoint" / "state.pt"
-    run_dir = next((p.parent for p in job_dir.parents if p.name == "jobs"), job_dir)  # run_dir/jobs/algo/task[/seed_k]
-    if state.exists():
-        try:
-            iteration = torch.load(state, weights_only=False)["iteration"]
-        except Exception:  # noqa: BLE001 - the message must not fail
-            iteration = "unknown"
-        msg += (f" The last good checkpoint is {job_dir / 'checkpoint'} (iteration {iteration}): "
-                f"resume={run_dir} goes on from it with the same settings and data; to change "
-                "training settings (e.g. a lower optim.lr), start a new run_dir.")
-    return msg + where
-
-
 def write_result(cfg: DictConfig, job, metrics: dict, wall_time_s: float) -> dict:
     """``result.json`` first, then the video and the learning curve (their failure costs nothing)."""
     episodes = metrics.pop("episodes", None)

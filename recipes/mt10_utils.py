@@ -1,8 +1,8 @@
 """Everything recipes/mt10.py builds, so that its loop reads as the paper's Fig. 1(b).
 
 Like TorchRL's ``sota-implementations/ppo/utils_mujoco.py``: demos, model, losses, buffer,
-collector, evaluation, one update and one log line; the job's outputs (``result.json``,
-tables, stop messages) are in ``mt10_outputs.py`` and re-exported here. The loop file never
+collector, evaluation, one update, one log line and the one-line stop messages; the job's
+outputs (``result.json``, tables) are in ``mt10_outputs.py`` and re-exported here. The loop file never
 builds an env, a model or a loss itself. Settings and the run directory: ``mt10_config.py``.
 """
 
@@ -37,7 +37,7 @@ from torchrl.collectors import Collector
 from torchrl.envs.utils import ExplorationType
 from torchrl.record.loggers import get_logger
 
-from mt10_outputs import VIDEO, eval_protocol, finished_result, plot_curve, stop_message, write_result, write_tables  # noqa: F401
+from mt10_outputs import VIDEO, eval_protocol, finished_result, plot_curve, write_result, write_tables  # noqa: F401
 
 
 class Seeds:
@@ -53,14 +53,28 @@ class Seeds:
 # ----------------------------------------------------------------------------------------
 def expert_demos(cfg: DictConfig, task: str, num: int):
     """Load the task's expert demos from the cache, collecting them once if missing
-    (``demos.source=scripted``), or read them from ``demos.path`` (``lerobot``, ``replay_buffer``)."""
+    (``demos.source=scripted``), or read them from ``demos.path`` (``lerobot``, ``replay_buffer``).
+
+    A cache file must hold what its name says (task, seed, count, episode cap, observation
+    kind) and its demos must reach success when replayed, or the job stops with a one-line
+    error naming the file (delete it to collect the demos again); demos that never move are
+    refused from any source."""
+    from torchrl_chunk.envs.demos import DemoFileError, check_demos_move
+
     if cfg.demos.get("source", "scripted") != "scripted":
-        return demos_from_path(cfg, task, num)
+        demos = demos_from_path(cfg, task, num)
+        try:
+            check_demos_move(demos, f"demos.source={demos.metadata['source']} demos.path={demos.metadata['path']}",
+                             "drop it from the demonstrations or record it again")
+        except DemoFileError as err:
+            raise SystemExit(f"error: {task}: {err}") from None
+        return demos
     px = f"_px{cfg.env.image_size}_aa{RENDER_SAMPLES}" if cfg.env.from_pixels else ""  # frames as rendered now
     seed = int(cfg.seed if cfg.demos.seed is None else cfg.demos.seed)
     path = Path(cfg.demos.cache_dir) / f"{task}_n{num}_seed{seed}_T{cfg.env.max_steps}{px}.pt"
-    if path.exists():
-        return load_demos(path)
+    if path.exists():  # checked against its name; replayed (about 0.05 s per demo, state only)
+        return load_demos(path, task=task, seed=seed, num=num, max_steps=int(cfg.env.max_steps),
+                          from_pixels=bool(cfg.env.from_pixels), image_size=int(cfg.env.image_size), replay=True)
     demos = collect_expert_demos(
         task, num, seed, max_steps=cfg.env.max_steps,
         from_pixels=cfg.env.from_pixels, image_size=cfg.env.image_size,
@@ -300,8 +314,119 @@ def check_footprint(cfg: DictConfig, buffer: LengthFilteredReplayBuffer, algo: s
 
 
 def save_checkpoint(job: Job, wall_time_s: float) -> None:
+    """The job's checkpoint. A save that fails for the disk (full, not writable) removes its partial
+    ``checkpoint.tmp/`` (on a full disk, that space comes back), keeps the previous checkpoint and
+    raises a ``CheckpointError`` whose ``errno`` says why (``ENOSPC`` also when ``torch.save``
+    reports a full disk only as a ``RuntimeError``); :func:`stop_message` says how to go on."""
+    import errno
+    import shutil
+
+    from torchrl_chunk.experiment import CheckpointError, recover_checkpoint
+
     job.state["wall_time_s"] = wall_time_s
-    _save_checkpoint(job.dir, job.state, job.modules, job.buffer if job.spec.bc else None)
+    try:
+        _save_checkpoint(job.dir, job.state, job.modules, job.buffer if job.spec.bc else None)
+    except (OSError, RuntimeError) as err:
+        try:
+            full = shutil.disk_usage(job.dir).free < 16 << 20  # torch.save: "unexpected pos ..." on a full disk
+        except OSError:
+            full = False
+        code = errno.ENOSPC if full else getattr(err, "errno", None)
+        if code is None:  # not the disk: e.g. a module that cannot be pickled
+            raise
+        try:
+            recover_checkpoint(job.dir)  # drops checkpoint.tmp/; the previous checkpoint stays
+        except Exception:  # noqa: BLE001 - the error below matters more
+            pass
+        failure = CheckpointError(f"could not write the checkpoint of iteration {job.state['iteration']} in {job.dir} "
+                                  f"({type(err).__name__}: {' '.join(str(err).split())})")
+        failure.errno, failure.filename = code, getattr(err, "filename", None)
+        raise failure from err
+
+
+def last_good_checkpoint(job_dir: Path) -> tuple[Path | None, int | None, str | None]:
+    """``(directory, iteration, note)`` of the checkpoint a resume of ``job_dir`` would load, or
+    ``(None, None, why)`` when it would load none (``why`` is ``None``: nothing was checkpointed).
+
+    Decided as :func:`~torchrl_chunk.experiment.load_checkpoint` decides: ``checkpoint/`` when
+    its manifest verifies (``checkpoint.prev/`` when only that one does, ``note`` naming the
+    damage) and its ``state.pt`` loads; a checkpoint that cannot be loaded is never returned."""
+    from torchrl_chunk.experiment import CheckpointError, recover_checkpoint
+    from torchrl_chunk.experiment.checkpoint import STATE_FILE, previous_dir, verify_manifest
+
+    try:
+        ckpt = recover_checkpoint(job_dir)  # what the next start repairs, e.g. a kill mid-save
+    except CheckpointError as err:
+        return None, None, " ".join(str(err).split())
+    if ckpt is None:
+        return None, None, None
+    note, damage = None, verify_manifest(ckpt)
+    if damage is not None:
+        prev = previous_dir(job_dir)
+        if not (prev / STATE_FILE).exists() or verify_manifest(prev) is not None:
+            return None, None, f"{ckpt} is damaged: {damage}"
+        note, ckpt = f"{ckpt} is damaged: {damage}", prev
+    try:
+        iteration = int(torch.load(ckpt / STATE_FILE, weights_only=False, mmap=True, map_location="cpu")["iteration"])
+    except Exception as err:  # noqa: BLE001 - any unreadable state.pt
+        return None, None, f"{ckpt / STATE_FILE} does not load ({type(err).__name__})"
+    return ckpt, iteration, note
+
+
+def stop_message(algo: str, task: str, job_dir: Path, err: BaseException) -> str:
+    """One line: what stopped the job, the fix where the cause is known (a full or read-only disk,
+    an env worker that died), the last good checkpoint (only one that verifies and loads:
+    :func:`last_good_checkpoint`) and how to go on. The traceback goes to ``error.log``."""
+    import errno
+    import traceback
+
+    from torchrl_chunk.envs import WorkerError
+
+    run_dir = next((p.parent for p in job_dir.parents if p.name == "jobs"), job_dir)  # run_dir/jobs/algo/task[/seed_k]
+    where = ""
+    for log in (job_dir / "error.log", run_dir / "error.log"):  # the run directory's if the job's is not writable
+        try:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            log.write_text("".join(traceback.format_exception(err)))
+        except OSError:
+            continue
+        where = f" (traceback in {log})"
+        break
+    msg = f"error: {algo}/{task}: {' '.join(str(err).split())}"
+
+    def add(sentence: str) -> None:
+        nonlocal msg
+        msg = msg.rstrip(" .") + ". " + sentence
+
+    chain, e = [], err
+    while e is not None and e not in chain:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    for e in chain:  # the fix, from the first cause this knows
+        code = getattr(e, "errno", None)
+        if code in (errno.ENOSPC, errno.EDQUOT):
+            add(f"The disk of {job_dir} is full: free space there (or move the run directory to a larger disk), "
+                "then resume.")
+        elif code in (errno.EACCES, errno.EPERM, errno.EROFS):
+            add(f"{getattr(e, 'filename', None) or job_dir} cannot be written by this user: fix the permissions of it "
+                "or its directory (or move the run directory somewhere writable), then resume.")
+        elif isinstance(e, WorkerError) and " died " in str(e):
+            add("An exit code of -9 is most often the out-of-memory killer: lower env.num_workers or env.num_envs, "
+                "or give the job more memory.")
+        else:
+            continue
+        break
+    ckpt, iteration, note = last_good_checkpoint(job_dir)
+    if ckpt is not None:
+        add(f"The last good checkpoint is {ckpt} (iteration {iteration}{'; ' + note if note else ''}): "
+            f"resume={run_dir} goes on from it with the same settings and data; to change training settings "
+            "(e.g. a lower optim.lr), start a new run_dir.")
+    elif note is None:
+        add(f"Nothing of this job was checkpointed yet: resume={run_dir} starts it again.")
+    elif str(job_dir / "checkpoint") not in msg:  # an error about the checkpoint itself already says what to do
+        add(f"No checkpoint of this job can be loaded ({note}): delete {job_dir / 'checkpoint'} and "
+            f"resume={run_dir} starts it again from scratch.")
+    return msg + where
 
 
 class LocalCollection:

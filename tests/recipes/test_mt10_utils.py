@@ -46,7 +46,8 @@ def test_stop_message_is_one_line_with_checkpoint_and_keeps_the_traceback(tmp_pa
     assert f"{job / 'checkpoint'} (iteration 5)" in msg and f"resume={tmp_path / 'run'}" in msg
     assert "ValueError" in (job / "error.log").read_text()
     (job / "checkpoint" / "state.pt").write_bytes(b"garbage")
-    assert "(iteration unknown)" in u.stop_message("ours", "reach-v3", job, ValueError("x"))
+    msg = u.stop_message("ours", "reach-v3", job, ValueError("x"))  # a checkpoint that cannot be loaded
+    assert "last good checkpoint" not in msg and "No checkpoint of this job can be loaded" in msg
 
 
 def test_stop_message_names_the_run_dir_from_a_seed_directory(tmp_path):

@@ -38,6 +38,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import pickle
+import signal
 import sys
 import traceback
 from collections.abc import Callable
@@ -96,6 +97,9 @@ def split_envs(num_envs: int, num_workers: int) -> list[tuple[int, int]]:
 
 def _worker(make_env, num_envs, offset, buffer, conn, lp_threads) -> None:
     """A worker's loop: build its envs, then run commands until ``close``."""
+    # Ctrl-C reaches the whole process group: the parent decides when to stop (at a safe point,
+    # with a checkpoint) and closes its workers; a worker dying on its own SIGINT would break that.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.setdefault("LP_NUM_THREADS", str(lp_threads))  # Mesa llvmpipe's threads
     torch.set_num_threads(1)
     env, startup_error = None, None

@@ -6,6 +6,7 @@ loops read as the paper's Fig. 1(b) because they live here):
 * :mod:`.run_dir` -- create a run directory safely, one run per directory, resume rules;
 * :mod:`.checkpoint` -- weights and demo buffer saved together, surviving a kill at any point;
 * :mod:`.sharding` -- independent jobs over several processes;
+* :mod:`.stop` -- SIGTERM / SIGINT: a checkpoint at the next safe point, one line, exit 128 + signum;
 * :mod:`.metrics` -- per-iteration PPO diagnostics without a host sync per minibatch.
 """
 
@@ -26,11 +27,14 @@ from torchrl_chunk.experiment.run_dir import (
     save_run_settings,
 )
 from torchrl_chunk.experiment.sharding import map_shards, shard
+from torchrl_chunk.experiment.stop import StopRequested, StopSignals
 
 __all__ = [
     "CheckpointError",
     "IterationLog",
     "RunDirError",
+    "StopRequested",
+    "StopSignals",
     "check_writable",
     "config_diff",
     "load_checkpoint",
