@@ -364,3 +364,12 @@ def test_an_expert_demo_that_never_moves_is_refused_at_seeding():
     frozen["observation", "state"] = torch.ones(6, OBS)
     with pytest.raises(ValueError, match="Expert demo 0 never moves .its state never changes"):
         LengthFilteredReplayBuffer([frozen], horizon=H)
+
+
+def test_experts_with_a_flat_observation_tensor_are_checked_too():
+    demo = traj(6).exclude("observation")
+    demo["observation"] = torch.arange(6.0).unsqueeze(-1)  # e.g. gymnasium's Pendulum: a tensor
+    LengthFilteredReplayBuffer([demo], horizon=H)
+    demo["observation"] = torch.ones(6, 1)
+    with pytest.raises(ValueError, match="its state never changes"):
+        LengthFilteredReplayBuffer([demo], horizon=H)

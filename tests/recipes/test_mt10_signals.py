@@ -36,8 +36,10 @@ from torchrl_chunk.envs import WorkerError  # noqa: E402
 from torchrl_chunk.experiment import CheckpointError, StopRequested, StopSignals, save_checkpoint  # noqa: E402
 from torchrl_chunk.experiment.checkpoint import previous_dir  # noqa: E402
 
-# Three iterations of 320 env steps; only the stop writes a checkpoint during post-training.
-ARGS = ["preset=smoke", "algo=ours", "train.total_env_steps=900", "train.checkpoint_every_iters=100"]
+# Twenty iterations of 320 env steps, so that a signal sent once the first one is logged lands
+# mid-training however fast the machine (with three, a quiet machine could finish first); only
+# the stop writes a checkpoint during post-training.
+ARGS = ["preset=smoke", "algo=ours", "train.total_env_steps=6400", "train.checkpoint_every_iters=100"]
 JOB = Path("jobs/ours/reach-v3/seed_1")
 STOPPED = re.compile(r"stopped by (SIG\w+): ours/reach-v3 \(seed 1\) checkpointed at iteration (\d+) \((.+)\); "
                      r"resume=(\S+) continues")
@@ -47,7 +49,15 @@ STOPPED = re.compile(r"stopped by (SIG\w+): ours/reach-v3 \(seed 1\) checkpointe
 def start(args, cwd: Path, cache: str = "cache", **kw) -> subprocess.Popen:
     env = {**os.environ, "TORCHRL_CHUNK_CACHE": str(cwd / cache), "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, str(RECIPE), *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kw)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_default_signals, **kw)
+
+
+def _default_signals() -> None:
+    """The recipe starts as from a shell, whatever code run earlier in this test process left
+    ignored or blocked (a child inherits both)."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
 
 
 def signal_after_first_iteration(proc: subprocess.Popen, job: Path, send) -> tuple[str, str]:
@@ -65,7 +75,7 @@ def test_sigterm_checkpoints_says_one_line_exits_143_and_resume_equals_the_unint
     reference = start([*ARGS, "run_dir=full"], tmp_path, cache="cache_full")  # side by side, its own demo cache
     proc = start([*ARGS, "run_dir=run"], tmp_path)
     out, err = signal_after_first_iteration(proc, tmp_path / "run" / JOB, lambda: proc.send_signal(signal.SIGTERM))
-    assert proc.returncode == 143, err[-3000:]
+    assert proc.returncode == 143, (err[-3000:], out[-3000:])
     assert len(err.strip().splitlines()) == 1, err
     m = STOPPED.fullmatch(err.strip())
     assert m and m[4] == "run" and m[1] == "SIGTERM", err

@@ -126,7 +126,7 @@ def motionless(traj: TensorDictBase) -> str | None:
 
     A demo never moves when all its actions are (near) zero (``|a| <=``
     :data:`MOTIONLESS_ACTION_ATOL` everywhere) or when it has a state entry
-    (``("observation", "state")``, with ``("next", "observation", "state")`` when present) that
+    (``("observation", "state")``, or a flat ``"observation"``; with the next one when present) that
     never changes by more than :data:`MOTIONLESS_STATE_ATOL` over two or more states. Such a demo,
     marked successful, teaches the policy to stand still. One pass over the actions and states.
     Checked where expert demos enter: :func:`expert_trajectories` (the buffer's seeding),
@@ -135,15 +135,21 @@ def motionless(traj: TensorDictBase) -> str | None:
     action = get_entry(traj, ACTION_KEY).detach()
     if action.numel() and action.is_floating_point() and float(action.abs().max()) <= MOTIONLESS_ACTION_ATOL:
         return f"all its actions are zero (|a| <= {MOTIONLESS_ACTION_ATOL:g})"
-    state = traj.get((OBSERVATION, "state"), None)
+    state, nxt = _state(traj), _state(traj.get("next", None))
     if torch.is_tensor(state) and state.is_floating_point() and state.ndim >= 1:
-        nxt = traj.get(("next", OBSERVATION, "state"), None)
         if torch.is_tensor(nxt) and nxt.shape[1:] == state.shape[1:] and nxt.shape[0]:
             state = torch.cat([state, nxt[-1:]])
         state = state.detach()
         if state.shape[0] > 1 and float((state - state[:1]).abs().max()) <= MOTIONLESS_STATE_ATOL:
             return f"its state never changes (by more than {MOTIONLESS_STATE_ATOL:g})"
     return None
+
+
+def _state(td: TensorDictBase | None) -> torch.Tensor | None:
+    """``("observation", "state")``, or ``"observation"`` itself when it is a tensor (a flat
+    observation, e.g. a gymnasium env's)."""
+    obs = td.get(OBSERVATION, None) if td is not None else None
+    return obs.get("state", None) if isinstance(obs, TensorDictBase) else obs
 
 
 def is_chunked(traj: TensorDictBase, horizon: int) -> bool:
