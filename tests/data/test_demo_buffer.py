@@ -373,3 +373,12 @@ def test_experts_with_a_flat_observation_tensor_are_checked_too():
     demo["observation"] = torch.ones(6, 1)
     with pytest.raises(ValueError, match="its state never changes"):
         LengthFilteredReplayBuffer([demo], horizon=H)
+
+
+def test_a_spec_whose_envs_have_different_bounds_is_refused():
+    from torchrl.data import Bounded
+
+    spec = Bounded(low=torch.tensor([[-1.0, -1.0], [-2.0, -2.0]]), high=torch.tensor([[1.0, 1.0], [2.0, 2.0]]),
+                   shape=(2, A))
+    with pytest.raises(ValueError, match="bounds differ between its envs"):
+        LengthFilteredReplayBuffer(small_experts(), horizon=H, action_bounds=spec)

@@ -188,3 +188,35 @@ def test_metaworld_guide_loop_lengths_equal_whole_episode_lengths():
         got, buf = lengths(decisions, 120 // decisions)
         assert got == want, decisions
         assert buf.stats.rejected.get("fragment", 0) == 0
+
+
+def test_an_id_reused_by_another_episode_is_not_joined():
+    """Two id pools (e.g. two collectors, or Ray workers) can give one id to two episodes: a
+    segment joins the held one only if it starts where that one stopped."""
+    s = EpisodeStitcher()
+    head = steps(3, traj_id=7)
+    head["next", "observation", "state"] = torch.full((3, 3), 5.0)  # where env A stopped
+    s.stitch(head)
+    other = steps(2, start_at=None, traj_id=7, done_at=1)  # env B's episode 7, mid-way
+    other["observation", "state"] = torch.full((2, 3), 9.0)
+    assert s.stitch(other).fragments == 1
+    s.stitch(head)
+    same = steps(2, start_at=None, traj_id=7, done_at=1)
+    same["observation", "state"] = torch.full((2, 3), 5.0)  # env A's continuation
+    assert [t.shape[0] for t in s.stitch(same).finished] == [5]
+
+
+def test_padding_of_padded_collector_outputs_is_ignored():
+    padded = torch.cat([steps(3, traj_id=2, done_at=2), steps(2, traj_id=-1)])
+    padded["collector", "mask"] = torch.tensor([True, True, True, False, False])
+    padded["collector", "traj_ids"][3:] = 0  # TorchRL pads ids with 0 where mask is False
+    found = EpisodeStitcher().stitch(padded)
+    assert [t.shape[0] for t in found.finished] == [3] and found.incomplete == 0
+
+
+def test_an_episode_start_inside_a_segment_cuts_it():
+    """An episode that ended without a done flag (its env was reset) is not merged into the next."""
+    row = steps(5, start_at=0, done_at=4).exclude(("collector", "traj_ids"))
+    row["steps_executed"][2] = 0  # a reset after two decisions, no done before it
+    found = EpisodeStitcher().stitch(row)
+    assert [t.shape[0] for t in found.finished] == [3] and found.incomplete == 1

@@ -162,17 +162,29 @@ def test_kill_during_recovery_is_recovered_next_time(tmp_path, interruptible):
 
 
 def test_a_damaged_checkpoint_is_never_loaded_the_one_before_is(tmp_path):
-    """A truncated or altered file (e.g. a demo-buffer row file) is caught by the manifest."""
+    """A truncated or altered file (e.g. a demo-buffer row file) is caught by the manifest; the
+    damaged checkpoint is set aside, so the next save cannot rotate away the good one."""
     _save(tmp_path, 1)
     _save(tmp_path, 2)
-    damaged = tmp_path / "checkpoint" / "buffer" / "a.txt"
-    damaged.write_text("")  # truncated
+    (tmp_path / "checkpoint" / "buffer" / "a.txt").write_text("")  # truncated
     with pytest.warns(UserWarning, match="a.txt has 0 bytes, the checkpoint wrote 1.*resuming from the one before"):
         assert _load(tmp_path) == 1
+    assert (tmp_path / "checkpoint.damaged" / "buffer" / "a.txt").read_text() == ""  # kept for a look
+    assert not (tmp_path / "checkpoint.prev").exists()
+    _save(tmp_path, 3)  # the run goes on from 1: the next save keeps 1 as checkpoint.prev
+    assert _load(tmp_path) == 3
+    (tmp_path / "checkpoint" / "buffer" / "a.txt").write_text("")
     (tmp_path / "checkpoint.prev" / "buffer" / "b.txt").write_text("7")  # same size, altered
     with pytest.raises(CheckpointError, match="damaged: .*a.txt has 0 bytes.*no good earlier checkpoint"):
         _load(tmp_path)
-    assert damaged.exists()  # refused, not deleted
+    assert (tmp_path / "checkpoint" / "buffer" / "a.txt").exists()  # refused, not deleted
+
+
+def test_a_kill_while_a_damaged_checkpoint_is_set_aside_resumes_from_the_good_one(tmp_path):
+    _save(tmp_path, 1)
+    _save(tmp_path, 2)
+    os.replace(tmp_path / "checkpoint", tmp_path / "checkpoint.damaged")  # killed between the two renames
+    assert _load(tmp_path) == 1
 
 
 def test_foreign_or_old_layout_checkpoints_are_refused_not_overwritten(tmp_path):

@@ -61,11 +61,13 @@ def _default_signals() -> None:
 
 
 def signal_after_first_iteration(proc: subprocess.Popen, job: Path, send) -> tuple[str, str]:
-    """``send()`` once the job has logged its first post-training iteration; the outputs."""
-    logs, deadline = job / "logs" / "ours_reach-v3" / "scalars", time.time() + 300
-    while proc.poll() is None and time.time() < deadline and not list(logs.glob("*.csv")):
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run ended before its first iteration was logged"
+    """``send()`` once the job has saved the checkpoint that ends its SFT (post-training starts:
+    the stop lands in its first iterations, twenty to go); the outputs. (Not the logs: TorchRL's
+    CSV logger may write its files only at the end.)"""
+    state, deadline = job / "checkpoint" / "state.pt", time.time() + 300
+    while proc.poll() is None and time.time() < deadline and not state.exists():
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before its SFT checkpoint appeared"
     send()
     out, err = proc.communicate(timeout=300)
     return out, err
@@ -81,7 +83,7 @@ def test_sigterm_checkpoints_says_one_line_exits_143_and_resume_equals_the_unint
     assert m and m[4] == "run" and m[1] == "SIGTERM", err
     assert Path(m[3]) == tmp_path / "run" / JOB / "checkpoint"
     state = torch.load(Path(m[3]) / "state.pt", weights_only=False)
-    assert state["iteration"] == int(m[2]) >= 1 and state["phase"] == "rl"  # off the every-100 schedule
+    assert state["iteration"] == int(m[2]) >= 0 and state["phase"] == "rl"  # the SFT one, or an iteration's off the every-100 schedule
     assert not (tmp_path / "run" / JOB / "result.json").exists()
     assert "SIGTERM: stopping at the next safe point" in out  # said at once, on stdout
 

@@ -115,6 +115,9 @@ class LengthFilteredReplayBuffer:
             agent's chunks are clipped to them (what an env that clips its actions, like
             MetaWorld's, executed).
         generator: a ``torch.Generator`` for reproducible sampling (saved by :meth:`dumps`).
+        max_open_episodes: running episodes :meth:`extend` holds for their continuation at
+            most (the least recently continued go first); not saved by :meth:`dumps`, so the
+            end of an episode running at a save is refused as a fragment after :meth:`loads`.
 
     Example:
         >>> buf = LengthFilteredReplayBuffer(demos.trajectories, horizon=4, batch_size=256)
@@ -140,6 +143,7 @@ class LengthFilteredReplayBuffer:
         generator: torch.Generator | None = None,
         min_trajectories: int | None = None,
         length_weighting: float = 0.0,
+        max_open_episodes: int = 1024,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be 'filtered', 'static' or 'unrestricted', got {mode!r}.")
@@ -183,7 +187,8 @@ class LengthFilteredReplayBuffer:
         self._next_traj_id = 0
         self._rows = 0
         self.stats = AdmissionReport()  # running totals over every extend() call
-        self._stitcher = EpisodeStitcher()  # episodes still running, by collector trajectory id
+        # episodes still running, by collector trajectory id (none held when nothing is admitted)
+        self._stitcher = EpisodeStitcher(0 if mode == "static" else max_open_episodes)
         self._seed(expert_trajectories, length_limit)
 
     def _seed(self, data, length_limit: int | None) -> None:
@@ -339,7 +344,8 @@ class LengthFilteredReplayBuffer:
 
     # -- persistence: state_dict (the table), dumps/loads (files; formats in data/buffer_io.py) --
     def state_dict(self) -> dict:
-        """Everything but the rows and the sampler's generator: the trajectory table, the
+        """Everything but the rows, the sampler's generator and the running episodes held by
+        :meth:`extend` (not saved: their ends are refused as fragments after a restore): the trajectory table, the
         length limit and its rule, the sampling weights' exponent and the running totals
         (JSON-serialisable)."""
         return {
@@ -389,6 +395,7 @@ class LengthFilteredReplayBuffer:
         """
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
+        (path / buffer_io.TABLE_FILE).unlink(missing_ok=True)  # first: a dump cut short is no dump
         shutil.rmtree(path / buffer_io.ROWS_DIR, ignore_errors=True)
         self.replay_buffer.storage.dump_rows(path / buffer_io.ROWS_DIR, self._sampler.live)
         self._sampler.dumps(path / buffer_io.SAMPLER_DIR)

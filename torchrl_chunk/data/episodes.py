@@ -87,7 +87,7 @@ class EpisodeStitcher:
         if max_open < 0:
             raise ValueError(f"max_open must be >= 0, got {max_open}.")
         self.max_open = int(max_open)
-        self._open: OrderedDict[int, list[TensorDictBase]] = OrderedDict()
+        self._open: OrderedDict[int, tuple[list[TensorDictBase], TensorDictBase | None]] = OrderedDict()
 
     @property
     def num_open(self) -> int:
@@ -109,19 +109,24 @@ class EpisodeStitcher:
         """
         out = Segments(finished=[])
         for part in _rows(data):
+            part = _valid_steps(part)
+            if part is None:
+                continue
             starts = episode_starts(part)
             ids = part.get(TRAJ_IDS_KEY, None)
             ids = ids.reshape(part.shape[0], -1)[:, 0].cpu() if ids is not None else None
-            for begin, end, done in _segments(get_entry(part, DONE), ids):
+            for begin, end, done in _segments(get_entry(part, DONE), ids, starts):
                 self._offer(part[begin:end], bool(starts[begin]), None if ids is None else int(ids[begin]), done, out)
         return out
 
     def _offer(self, seg: TensorDictBase, starts: bool, traj_id: int | None, done: bool, out: Segments) -> None:
-        held = self._open.pop(traj_id, None) if traj_id is not None else None
+        held, last_next = self._open.pop(traj_id, (None, None)) if traj_id is not None else (None, None)
+        if held is not None and not starts and not _continues(last_next, seg):
+            held = None  # another episode under the same id (e.g. two collectors' id pools)
         if starts:
             pieces = [seg]  # a fresh episode: whatever was held under this id was abandoned
         elif held is not None:
-            pieces = held + [seg]
+            pieces = held + [_light(seg)]
         elif done:
             out.fragments += 1
             return
@@ -134,9 +139,47 @@ class EpisodeStitcher:
         out.incomplete += 1
         if traj_id is None or self.max_open == 0:
             return  # without trajectory ids a continuation cannot be recognised
-        self._open[traj_id] = [p.clone() for p in pieces] if held is None else pieces[:-1] + [seg.clone()]
+        last = seg[-1].get("next", None)
+        self._open[traj_id] = ([_light(p) for p in pieces], None if last is None else last.clone())
         while len(self._open) > self.max_open:
             self._open.popitem(last=False)
+
+
+#: What a held segment keeps besides its ``"observation"`` entries and ``"action"``: enough to
+#: judge, store and continue the episode (TorchRL's ``("next", ...)`` observations are dropped
+#: but for the last step's, which the continuation must start from).
+_HELD_KEYS = (("next", "done"), ("next", "success"), ("next", "steps_executed"), "steps_executed", "is_init",
+              "step_count", TRAJ_IDS_KEY)
+
+
+def _light(seg: TensorDictBase) -> TensorDictBase:
+    """A held copy of a running segment: the keys the buffer reads, not the whole batch row."""
+    return seg.select(*(k for k in ("observation", "action", *_HELD_KEYS) if seg.get(k, None) is not None)).clone()
+
+
+def _continues(last_next: TensorDictBase | None, seg: TensorDictBase) -> bool:
+    """Whether ``seg`` starts where the held episode stopped: each entry of its last step's
+    ``"next"`` that ``seg``'s first step has at its root is equal (TorchRL's ``step_mdp`` moves
+    them there), e.g. the observation and the executed-step count."""
+    if last_next is None:
+        return True
+    first = seg[0]
+    shared = [k for k in last_next.keys(True, True) if k != "reward" and first.get(k, None) is not None]
+    return all(torch.equal(last_next.get(k), first.get(k)) for k in shared)
+
+
+def _valid_steps(part: TensorDictBase) -> TensorDictBase | None:
+    """``part`` without the padding of TorchRL's padded outputs (``("collector", "mask")``
+    False, or a trajectory id < 0); ``None`` when nothing is left."""
+    keep = part.get(("collector", "mask"), None)
+    keep = keep.reshape(part.shape[0], -1).all(-1) if keep is not None else None
+    ids = part.get(TRAJ_IDS_KEY, None)
+    if ids is not None:
+        valid = ids.reshape(part.shape[0], -1)[:, 0] >= 0
+        keep = valid if keep is None else keep & valid
+    if keep is None or bool(keep.all()):
+        return part
+    return part[keep] if bool(keep.any()) else None
 
 
 def _rows(data: Sequence[TensorDictBase] | TensorDictBase) -> Iterator[TensorDictBase]:
@@ -155,12 +198,14 @@ def _rows(data: Sequence[TensorDictBase] | TensorDictBase) -> Iterator[TensorDic
             yield part
 
 
-def _segments(done: torch.Tensor, ids: torch.Tensor | None) -> Iterator[tuple[int, int, bool]]:
-    """``(begin, end, ends_with_done)`` of each run of steps cut after a done or at an id change."""
+def _segments(done: torch.Tensor, ids: torch.Tensor | None, starts: torch.Tensor) -> Iterator[tuple[int, int, bool]]:
+    """``(begin, end, ends_with_done)`` of each run of steps, cut after a done, at an id change
+    and before an episode start."""
     done = done.reshape(done.shape[0], -1).any(-1).cpu()
     cut = done.clone()
     if ids is not None:
         cut[:-1] |= ids[1:] != ids[:-1]
+    cut[:-1] |= starts[1:]
     begin = 0
     for end in (torch.nonzero(cut).flatten() + 1).tolist():
         yield begin, end, bool(done[end - 1])

@@ -221,8 +221,13 @@ def as_action_bounds(bounds) -> Bounds | None:
         return None
     space = getattr(bounds, "space", None)
     if space is not None and hasattr(space, "low"):  # a TorchRL Bounded spec
-        low, high = space.low, space.high
-        low, high = low.reshape(-1, low.shape[-1])[0], high.reshape(-1, high.shape[-1])[0]
+        low, high = torch.as_tensor(space.low), torch.as_tensor(space.high)
+        if low.ndim:  # [*batch, (h,) action_dim]: one bound per action dim, the same for every env
+            low, high = low.reshape(-1, low.shape[-1]), high.reshape(-1, high.shape[-1])
+            if not (bool((low == low[:1]).all()) and bool((high == high[:1]).all())):
+                raise ValueError("action_bounds: the spec's bounds differ between its envs or chunk steps; "
+                                 "pass one (low, high) pair for the buffer.")
+            low, high = low[0], high[0]
     elif hasattr(bounds, "shape") or getattr(bounds, "domain", None) is not None:
         raise TypeError(
             f"action_bounds: {type(bounds).__name__} has no low/high bounds; pass a Bounded action "

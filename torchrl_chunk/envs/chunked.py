@@ -33,9 +33,11 @@ def _autoresets(env) -> bool:
     """Whether ``env`` is a gym(nasium) vector env: it steps every sub-env in lockstep and
     restarts a finished one by itself (TorchRL's ``VecGymEnvTransform``), so it cannot leave a
     finished env out of the remaining steps of a chunk."""
+    def flat(transform):
+        return [t for part in transform for t in flat(part)] if isinstance(transform, Compose) else [transform]
+
     while isinstance(env, TransformedEnv):
-        parts = list(env.transform) if isinstance(env.transform, Compose) else [env.transform]
-        if any(isinstance(t, VecGymEnvTransform) for t in parts):
+        if any(isinstance(t, VecGymEnvTransform) for t in flat(env.transform)):
             return True
         env = env.base_env
     return False

@@ -11,9 +11,9 @@ that :func:`recover_checkpoint` finds: ``checkpoint/`` if it exists, otherwise
 ``checkpoint.old/``.
 
 Loading verifies every file against the manifest. A damaged checkpoint (a truncated or
-altered file, a file gone) is never loaded: :func:`load_checkpoint` falls back on
-``checkpoint.prev/`` when that one verifies, and says so; otherwise it raises, naming the
-damaged file.
+altered file, a file gone) is never loaded: :func:`load_checkpoint` sets it aside as
+``checkpoint.damaged/`` and makes ``checkpoint.prev/`` the checkpoint when that one verifies,
+and says so; otherwise it raises, naming the damaged file.
 
 :func:`check_capacity` checks before training that the machine can hold what a job will
 need (e.g. the demo buffer's ``footprint``), so a run fails at its start in one line rather
@@ -110,9 +110,12 @@ def previous_dir(job_dir: Path) -> Path:
     return Path(job_dir) / (CHECKPOINT_DIR + ".prev")
 
 
-def _sha256(path: Path) -> str:
+def _sha256(path: Path, block: int = 2**20) -> str:
+    digest = hashlib.sha256()  # read in blocks (hashlib.file_digest needs Python 3.11)
     with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+        while chunk := f.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def write_manifest(directory: Path) -> None:
@@ -159,6 +162,9 @@ def recover_checkpoint(job_dir: Path) -> Path | None:
             os.replace(old, prev)
         else:  # killed between the two renames: the previous checkpoint is the good one
             os.replace(old, ckpt)
+    prev = previous_dir(job_dir)
+    if not ckpt.exists() and prev.exists():  # killed while a damaged checkpoint was set aside
+        os.replace(prev, ckpt)
     if ckpt.exists() and not (ckpt / STATE_FILE).exists():
         raise CheckpointError(
             f"{ckpt} has no {STATE_FILE}, so it is not a checkpoint torchrl_chunk wrote; "
@@ -236,10 +242,16 @@ def load_checkpoint(
         if not (prev / STATE_FILE).exists() or verify_manifest(prev) is not None:
             raise CheckpointError(
                 f"checkpoint {ckpt} is damaged: {damage}; no good earlier checkpoint is left. "
-                f"Delete {ckpt} to restart this job from scratch.")
-        warnings.warn(f"checkpoint {ckpt} is damaged ({damage}); resuming from the one before it, {prev}.",
-                      stacklevel=2)
-        ckpt = prev
+                f"Delete {ckpt} (and {prev.name}, if any) to restart this job from scratch.")
+        # the damaged one is kept aside for a look, never rotated into checkpoint.prev (the next
+        # save would then delete the good one resumed from)
+        damaged = Path(job_dir) / (CHECKPOINT_DIR + ".damaged")
+        if damaged.exists():
+            shutil.rmtree(damaged)
+        os.replace(ckpt, damaged)
+        os.replace(prev, ckpt)  # a kill between the two: recover_checkpoint promotes prev
+        warnings.warn(f"checkpoint {damaged.name} was damaged ({damage}); resuming from the one before it, "
+                      f"now {ckpt}.", stacklevel=2)
     try:
         payload = torch.load(ckpt / STATE_FILE, weights_only=False)
         for k, module in modules.items():
@@ -251,7 +263,7 @@ def load_checkpoint(
     except Exception as err:  # noqa: BLE001 - report any unreadable checkpoint the same way
         raise CheckpointError(
             f"checkpoint {ckpt} cannot be loaded ({type(err).__name__}: {err}). "
-            f"Delete {ckpt} to restart this job from scratch."
+            f"Delete {ckpt} (and {previous_dir(job_dir).name}, if any) to restart this job from scratch."
         ) from err
     torch.set_rng_state(payload["torch_rng"])
     if "cuda_rng" in payload and torch.cuda.is_available() and len(payload["cuda_rng"]) == torch.cuda.device_count():

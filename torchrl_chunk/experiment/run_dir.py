@@ -29,6 +29,7 @@ import fcntl
 import os
 import socket
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -101,7 +102,13 @@ def lock_run_dir(run_dir: Path) -> None:
     fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    except OSError as err:
+        if not isinstance(err, BlockingIOError):  # e.g. a network file system without locks
+            os.close(fd)
+            warnings.warn(f"{run_dir} cannot be locked ({err.strerror}): nothing stops a second run from using "
+                          "it at the same time; start only one run per run_dir.", stacklevel=2)
+            _HELD[run_dir] = -1
+            return
         holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
         os.close(fd)
         raise RunDirError(

@@ -78,6 +78,8 @@ class _UnderPrecision:
             return self._estimator(tensordict, *args, **kwargs)
 
     def __getattr__(self, name: str):
+        if name.startswith("_"):  # e.g. before __init__ ran (copy, pickle): no recursion
+            raise AttributeError(name)
         return getattr(self._estimator, name)
 
 
@@ -187,8 +189,10 @@ class ChunkClipPPOLoss(ClipPPOLoss):
 
     Keys (``set_keys``): ClipPPOLoss's (``advantage``, ``value_target``, ``value``,
     ``sample_log_prob``, ``action``, ``reward``, ``done``, ``terminated``) and
-    ``steps_to_next_obs`` (default ``("next", "steps_executed")``, read by the value
-    estimator when ``discount="step"``).
+    ``steps_to_next_obs`` (default ``("next", "steps_executed")``: the value estimator
+    discounts by it when ``discount="step"``, and for ``horizon`` > 1 it must be in the batch
+    whatever the discount, as the sign that each decision's reward covers its executed steps;
+    TorchRL's ``MultiAction`` data is refused with the way out, ``ChunkedEnv``).
 
     Attributes: ``shared_backbone`` (bool, read-only) says whether the one-pass path is
     on; ``precision`` can be changed between updates.
