@@ -38,11 +38,13 @@ def test_a_signal_is_a_request_raised_at_the_next_check(sig, code, capfd):
     assert f"{signal.Signals(sig).name}: stopping at the end of this iteration" in out
 
 
-def test_a_second_signal_exits_at_once_with_one_line(capfd):
+def test_a_second_signal_exits_at_once_with_one_line(capfd, monkeypatch):
     with StopSignals(second="resume=run continues from them"):
         _deliver(signal.SIGTERM)
+        _deliver(signal.SIGTERM)  # at once: the same stop delivered twice (process and group)
+        monkeypatch.setattr(stop, "_SAME_STOP_S", 0.0)
         with pytest.raises(SystemExit) as err:
-            _deliver(signal.SIGTERM)
+            _deliver(signal.SIGTERM)  # later: a second request
     assert err.value.code == 143
     lines = capfd.readouterr().err.strip().splitlines()
     assert lines == ["stopped by a second SIGTERM: exiting at once, without saving; resume=run continues from them"]

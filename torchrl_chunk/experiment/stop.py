@@ -31,6 +31,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Union
@@ -89,6 +90,8 @@ def _write(fd: int, text: str) -> None:
 
 
 _ACTIVE: list[StopSignals] = []  # innermost last
+#: A signal within this many seconds of the first is the same stop delivered twice, not a second one.
+_SAME_STOP_S = 1.0
 
 
 class StopSignals:
@@ -192,6 +195,9 @@ class StopSignals:
 
     def _handle(self, signum: int, frame) -> None:
         name = _name(signum)
+        if self.requested is not None and time.monotonic() - self._requested_at < _SAME_STOP_S:
+            return  # the same stop delivered twice (to the process and to its group, e.g. coreutils
+            # timeout, or a parent forwarding what the group already got): not a second request
         self._send_on()
         if self.requested is not None:  # the second one: out now
             if self.second is not None:
@@ -199,6 +205,7 @@ class StopSignals:
                        (f"; {self.second}" if self.second else "") + "\n")
             raise SystemExit(128 + signum)
         self.requested = signum
+        self._requested_at = time.monotonic()
         if self._interrupt:
             raise StopRequested(signum, self._interrupt[-1])
         if self.announce is not None:
