@@ -77,11 +77,11 @@ from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModule, TensorDictSequential
 from tensordict.utils import NestedKey
 from torch import nn
-from torchrl.modules import IndependentNormal, ProbabilisticActor
+from torchrl.modules import ProbabilisticActor
 
-from torchrl_chunk.keys import ACTION_KEY, IMAGE_KEY, SAMPLE_LOG_PROB_KEY, STATE_KEY
-from torchrl_chunk.modules.heads import EMBEDDING_KEY, ValueHead
-from torchrl_chunk.modules.vla import VLA_LOC_KEY, VLAChunkScale, make_vla_actor_critic
+from torchrl_chunk.keys import IMAGE_KEY, STATE_KEY
+from torchrl_chunk.modules.heads import EMBEDDING_KEY
+from torchrl_chunk.modules.vla import VLA_LOC_KEY, loc_actor_critic, make_vla_actor_critic
 
 #: The LeRobot release this module is written and tested against.
 LEROBOT_VERSION = "0.4.4"
@@ -448,21 +448,8 @@ def make_act_actor_critic(
     if example is not None:
         with torch.no_grad():
             backbone(example.select(state_key, strict=True).clone(False))
-    scale = TensorDictModule(
-        VLAChunkScale(horizon, action_dim, log_std_init=log_std_init), in_keys=[VLA_LOC_KEY], out_keys=["loc", "scale"]
-    )
-    actor = ProbabilisticActor(
-        TensorDictSequential(backbone, scale),
-        in_keys=["loc", "scale"],
-        out_keys=[ACTION_KEY],
-        distribution_class=IndependentNormal,
-        distribution_kwargs={"event_dim": 2},  # joint log-prob over (h, action_dim): Eq. 3 / Eq. 6
-        return_log_prob=True,
-        log_prob_key=SAMPLE_LOG_PROB_KEY,
-    )
-    critic = TensorDictSequential(
-        backbone, TensorDictModule(ValueHead(model.dim_model), in_keys=[EMBEDDING_KEY], out_keys=["state_value"])
-    )
+    actor, critic = loc_actor_critic(backbone, horizon=horizon, action_dim=action_dim, embed_dim=model.dim_model,
+                                     log_std_init=log_std_init)
     return actor, critic
 
 

@@ -344,6 +344,15 @@ def make_vla_actor_critic(
         embed_dim = getattr(vla, "hidden_dim", None)
     if embed_dim is None:
         raise ValueError("Cannot tell the feature size: pass embed_dim= or example=.")
+    return loc_actor_critic(backbone, horizon=horizon, action_dim=action_dim, embed_dim=int(embed_dim),
+                            log_std_init=log_std_init)
+
+
+def loc_actor_critic(backbone: TensorDictModule, *, horizon: int, action_dim: int, embed_dim: int,
+                     log_std_init: float = -1.0) -> tuple[ProbabilisticActor, TensorDictSequential]:
+    """Actor and critic around a backbone that writes the policy's own chunk (``VLA_LOC_KEY``,
+    the Gaussian's mean) and its features (``"embedding"``, the value head's input): the shared
+    part of :func:`make_vla_actor_critic` and ``lerobot_act.make_act_actor_critic``."""
     scale = TensorDictModule(
         VLAChunkScale(horizon, action_dim, log_std_init=log_std_init), in_keys=[VLA_LOC_KEY], out_keys=["loc", "scale"]
     )
@@ -357,7 +366,7 @@ def make_vla_actor_critic(
         log_prob_key=SAMPLE_LOG_PROB_KEY,
     )
     critic = TensorDictSequential(
-        backbone, TensorDictModule(ValueHead(int(embed_dim)), in_keys=[EMBEDDING_KEY], out_keys=["state_value"])
+        backbone, TensorDictModule(ValueHead(embed_dim), in_keys=[EMBEDDING_KEY], out_keys=["state_value"])
     )
     return actor, critic
 
