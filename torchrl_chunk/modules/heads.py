@@ -33,6 +33,15 @@ from torchrl_chunk.precision import full_precision
 EMBEDDING_KEY = "embedding"
 
 
+def check_log_std_range(log_std_init: float, log_std_min: float, log_std_max: float) -> None:
+    """One line when the initial log-std lies outside its clamp range (every chunk head's check)."""
+    if not log_std_min <= log_std_init <= log_std_max:
+        raise ValueError(
+            f"log_std_init={log_std_init} lies outside [log_std_min, log_std_max] = "
+            f"[{log_std_min}, {log_std_max}]."
+        )
+
+
 class ChunkGaussianHead(nn.Module):
     """Embedding ``[*, D]`` -> ``(loc, scale)``, each ``[*, horizon, action_dim]``.
 
@@ -62,11 +71,7 @@ class ChunkGaussianHead(nn.Module):
                 f"ChunkGaussianHead needs embed_dim, horizon and action_dim >= 1, got "
                 f"embed_dim={embed_dim}, horizon={horizon}, action_dim={action_dim}."
             )
-        if not log_std_min <= log_std_init <= log_std_max:
-            raise ValueError(
-                f"log_std_init={log_std_init} lies outside [log_std_min, log_std_max] = "
-                f"[{log_std_min}, {log_std_max}]."
-            )
+        check_log_std_range(log_std_init, log_std_min, log_std_max)
         self.horizon = horizon
         self.action_dim = action_dim
         self.mean = nn.Linear(embed_dim, horizon * action_dim)

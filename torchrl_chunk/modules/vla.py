@@ -72,7 +72,7 @@ from torch import nn
 from torchrl.modules import IndependentNormal, ProbabilisticActor
 
 from torchrl_chunk.keys import ACTION_KEY, IMAGE_KEY, SAMPLE_LOG_PROB_KEY, STATE_KEY, TASK_ID_KEY
-from torchrl_chunk.modules.heads import EMBEDDING_KEY, ValueHead
+from torchrl_chunk.modules.heads import EMBEDDING_KEY, ValueHead, check_log_std_range
 
 #: Where the VLA backbone writes its continuous chunk (the Gaussian's mean) in the batch.
 #: Not ``("vla_action", "chunk")``: that key holds the *demo* chunk SelfBCLoss clones.
@@ -230,11 +230,7 @@ class VLAChunkScale(nn.Module):
         super().__init__()
         if horizon < 1 or action_dim < 1:
             raise ValueError(f"horizon and action_dim must be >= 1, got {horizon} and {action_dim}.")
-        if not log_std_min <= log_std_init <= log_std_max:
-            raise ValueError(
-                f"log_std_init={log_std_init} lies outside [log_std_min, log_std_max] = "
-                f"[{log_std_min}, {log_std_max}]."
-            )
+        check_log_std_range(log_std_init, log_std_min, log_std_max)
         self.horizon = horizon
         self.action_dim = action_dim
         self.log_std = nn.Parameter(torch.full((horizon, action_dim), float(log_std_init)))
