@@ -15,22 +15,10 @@ from omegaconf import OmegaConf
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "recipes"))
 import mt10_config  # noqa: E402
+from _recipe_config import config, error_of  # noqa: E402
 import mt10_schema  # noqa: E402
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-
-
-def config(*overrides):
-    with initialize_config_dir(str(ROOT / "recipes" / "conf"), version_base="1.3"):
-        return compose("config", overrides=["preset=smoke", *overrides])
-
-
-def error_of(*overrides) -> str:
-    with pytest.raises(SystemExit) as err:
-        mt10_config.check_config(config(*overrides))
-    msg = str(err.value)
-    assert msg.startswith("error: ") and "\n" not in msg
-    return msg
 
 
 def test_presets_pass():

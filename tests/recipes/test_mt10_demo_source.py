@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from tensordict import TensorDict
 from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
 
@@ -20,22 +19,10 @@ from torchrl_chunk.envs import collect_expert_demos, task_index
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "recipes"))
 import mt10_config  # noqa: E402
+from _recipe_config import config, error_of  # noqa: E402
 import mt10_utils  # noqa: E402
 
 TASK = "reach-v3"  # the smoke preset's task
-
-
-def config(*overrides):
-    with initialize_config_dir(str(ROOT / "recipes" / "conf"), version_base="1.3"):
-        return compose("config", overrides=["preset=smoke", *overrides])
-
-
-def error_of(*overrides) -> str:
-    with pytest.raises(SystemExit) as err:
-        mt10_config.check_config(config(*overrides))
-    msg = str(err.value)
-    assert msg.startswith("error: ") and "\n" not in msg
-    return msg
 
 
 @pytest.fixture(scope="module")
