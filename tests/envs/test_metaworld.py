@@ -376,3 +376,32 @@ def test_reused_parsed_models_simulate_exactly_like_parsed_ones(monkeypatch):
     want = episode(parsed)
     for sim in reused:
         np.testing.assert_array_equal(episode(sim), want)
+
+
+@requires_gl
+def test_pixel_chunk_renders_once_with_the_frames_of_every_step(monkeypatch):
+    """ChunkedEnv over MetaWorldEnv renders the camera once per chunk (after the chunk, for
+    the envs that moved), and the frames equal those of rendering after every env step,
+    also for envs whose episode ends inside a chunk (max_steps=6 with h=4)."""
+    from torchrl_chunk.envs.metaworld.simulator import TaskSim
+
+    renders = []
+    render = TaskSim.render
+    monkeypatch.setattr(TaskSim, "render", lambda self: renders.append(1) or render(self))
+
+    def rollout(defer: bool):
+        env = make_metaworld_env(REACH, num_envs=3, chunk_size=4, from_pixels=True, image_size=32, seed=3,
+                                 max_steps=6)
+        if not defer:
+            env.base_env.defer_observations = None  # the reference: a render after every env step
+        renders.clear()
+        torch.manual_seed(0)
+        td = env.rollout(6, break_when_any_done=False)  # resets after each 6-step episode
+        env.close()
+        return td, len(renders)
+
+    deferred, n_deferred = rollout(True)
+    every_step, n_every = rollout(False)
+    assert (deferred == every_step).all()  # frames, states, rewards, dones: all equal
+    # per 6-step episode and env: 1 reset frame + 6 step renders, or 1 + 2 (one per chunk)
+    assert (n_every, n_deferred) == (3 * 3 * (1 + 6), 3 * 3 * (1 + 2))

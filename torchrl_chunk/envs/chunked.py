@@ -12,6 +12,7 @@ every env finishes inside the chunk).
 
 from __future__ import annotations
 
+import contextlib
 from typing import Literal
 
 import torch
@@ -69,6 +70,18 @@ class ChunkedEnv(EnvBase):
       refuses it; ``success_key=None`` writes no success flag);
     * ``done`` / ``terminated`` / ``truncated`` and the observations are those of the
       last executed step of each env.
+
+    **Observations made once per chunk.** The policy sees only the observation after a
+    chunk, so an expensive one (a camera frame) need not be made after every base step. A
+    base env may offer two methods: ``defer_observations()``, a context manager inside
+    which its steps may leave such entries stale, and ``deferred_observations()``, which
+    makes them for the envs stepped since and returns them (a TensorDict of the env's
+    batch, e.g. ``{("observation", "image"): ...}``). The wrapper steps the chunk inside
+    the first and writes the second over the macro-step's observation. Each env is then
+    at its last executed step, so the result equals making the entry after every step.
+    :class:`~torchrl_chunk.envs.metaworld.MetaWorldEnv` does this for its camera: one
+    render per chunk instead of ``h`` (about 4x fewer renders with the paper's ``h = 4``).
+    Other envs run as they are.
 
     Args:
         base_env: any TorchRL env with a single action key of shape ``[*B, action_dim]``.
@@ -245,11 +258,26 @@ class ChunkedEnv(EnvBase):
             self.full_reward_spec[self._reward_key].shape, dtype=reward_dtype, device=self.device
         )
         success = torch.zeros(col, dtype=torch.bool, device=self.device)
-        track_success = self.success_key is not None
-
         td = tensordict.exclude(
             self._action_key, "_step", "next", self.steps_executed_key
         )
+        defer = getattr(self.base_env, "defer_observations", None)
+        with defer() if defer is not None else contextlib.nullcontext():
+            out, reward_acc, executed, success = self._execute(td, chunk, active, executed, reward_acc, success)
+        if defer is not None:  # each env's entry as after its last executed step
+            out.update(self.base_env.deferred_observations())
+        out.set(self._reward_key, reward_acc)
+        out.set(self.steps_executed_key, executed)
+        if self.success_key is not None:
+            out.set(self.success_key, success)
+        return out
+
+    def _execute(self, td, chunk, active, executed, reward_acc, success):
+        """The chunk's base steps; ``(last observations, reward, steps executed, success)``."""
+        batch = tuple(self.batch_size)
+        col = (*batch, 1)
+        reward_dtype = reward_acc.dtype
+        track_success = self.success_key is not None
         last = None
         for j in range(self.chunk_size):
             td.set(self._action_key, chunk[..., j, :])
@@ -287,12 +315,7 @@ class ChunkedEnv(EnvBase):
             if self._lockstep and bool(done_now.any()):
                 break  # an auto-resetting vector env would restart the finished envs
             td = self._next_root(td)
-        out = last.copy()
-        out.set(self._reward_key, reward_acc)
-        out.set(self.steps_executed_key, executed)
-        if self.success_key is not None:
-            out.set(self.success_key, success)
-        return out
+        return last.copy(), reward_acc, executed, success
 
     def _set_seed(self, seed: int | None) -> None:
         self.base_env.set_seed(seed, static_seed=True)

@@ -35,7 +35,9 @@ Seeding and evaluation configurations: :mod:`torchrl_chunk.envs.metaworld.tasks`
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Iterator
 from typing import Literal
 
 import numpy as np
@@ -161,6 +163,8 @@ class MetaWorldEnv(EnvBase):
             else None
         )
         self._task_ids = torch.full((n, 1), self.task_id, dtype=torch.int64)
+        self._defer_render = False
+        self._stale = np.zeros(n, bool)  # frames not rendered since the sim last moved
         self._make_specs()
 
     # ------------------------------------------------------------------ specs
@@ -239,7 +243,36 @@ class MetaWorldEnv(EnvBase):
             raise NonFiniteObservationError(self.task, self.worker_index_offset + i, STATE_KEY)
         self._state[i] = state
         if self._image is not None:
+            if self._defer_render:
+                self._stale[i] = True
+            else:
+                self._image[i] = self._sims[i].render()
+                self._stale[i] = False
+
+    @contextlib.contextmanager
+    def defer_observations(self) -> Iterator[None]:
+        """Steps inside this context leave the camera frame stale (no render); see
+        :meth:`deferred_observations`. :class:`~torchrl_chunk.envs.ChunkedEnv` steps each
+        chunk inside it: one render per chunk instead of one per env step."""
+        self._defer_render = True
+        try:
+            yield
+        finally:
+            self._defer_render = False
+
+    def deferred_observations(self) -> TensorDict:
+        """Render the frames left stale by steps under :meth:`defer_observations` and return
+        ``{("observation", "image")}`` of every env (empty without pixels): the same frames
+        as rendering after every step, since a sim is rendered in the state it stopped in."""
+        if self._image is None:
+            return TensorDict({}, batch_size=self.batch_size)
+        for i in np.flatnonzero(self._stale):
             self._image[i] = self._sims[i].render()
+            self._stale[i] = False
+        image = torch.from_numpy(self._image.copy()).reshape(*self.batch_size, *self._image.shape[1:])
+        out = TensorDict({("observation", "image"): image}, batch_size=self.batch_size)
+        dev = self.device
+        return out.to(dev) if dev is not None and dev != torch.device("cpu") else out
 
     # ------------------------------------------------------------------ EnvBase API
     def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
