@@ -405,3 +405,31 @@ def test_pixel_chunk_renders_once_with_the_frames_of_every_step(monkeypatch):
     assert (deferred == every_step).all()  # frames, states, rewards, dones: all equal
     # per 6-step episode and env: 1 reset frame + 6 step renders, or 1 + 2 (one per chunk)
     assert (n_every, n_deferred) == (3 * 3 * (1 + 6), 3 * 3 * (1 + 2))
+
+
+def test_fast_touching_object_equals_metaworlds_on_grasps():
+    """TaskSim binds a faster ``touching_object`` to its MetaWorld env (the grasp check of the
+    dense reward): the same answer as MetaWorld's own on every step of scripted pick-and-place
+    episodes (which grasp) and of peg-insert-side (another main object)."""
+    from metaworld.sawyer_xyz_env import SawyerXYZEnv
+
+    from torchrl_chunk.envs.demos import scripted_policy
+    from torchrl_chunk.envs.metaworld import TaskSim
+
+    for task, geom in (("pick-place-v3", "objGeom"), ("peg-insert-side-v3", "peg")):
+        sim = TaskSim(task, max_steps=200, image_size=None)
+        sim.seed(0)
+        policy = scripted_policy(task)
+        assert sim.raw.touching_object.func is not SawyerXYZEnv.touching_object  # the fast one is bound
+        steps = touching = 0
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # MetaWorld's "Constant(s) may be too high"
+            for _ in range(2):
+                obs = sim.reset_fresh()
+                while not sim.done:
+                    obs, _, _ = sim.step(np.clip(policy(obs), -1, 1).astype(np.float32))
+                    gid = sim.raw.data.geom(geom).id
+                    fast = sim.raw.touching_object(gid)
+                    assert fast == SawyerXYZEnv.touching_object(sim.raw, gid)
+                    steps, touching = steps + 1, touching + fast
+        assert touching >= 10 and steps - touching >= 10, (task, steps, touching)  # both answers seen

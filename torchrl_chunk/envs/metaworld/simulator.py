@@ -89,6 +89,29 @@ def parsed_models_reused():
         mujoco.MjModel.from_xml_path = parse
 
 
+def touching_object(env, object_geom_id: int) -> bool:
+    """MetaWorld's ``SawyerXYZEnv.touching_object`` (both gripper pads press on the object),
+    with the same result on every state, in a tenth of its time.
+
+    MetaWorld's version builds Python lists by walking ``data.contact`` one ``MjContact`` at a
+    time, which is 13 % of a push-v3 training job (its dense reward calls it every step,
+    though only the success flag is used here). This selects the same contacts, in the same
+    order, from the contact arrays and adds their forces with the same Python ``sum``, so
+    the sums (and the comparison) are bit for bit MetaWorld's. Hand-written: MetaWorld has no
+    faster path. Bound to each :class:`TaskSim`'s env only (``tests/envs/test_metaworld.py``
+    compares the two on scripted and random episodes).
+    """
+    data = env.data
+    contact = data.contact
+    geoms = contact.geom  # [ncon, 2]: geom1, geom2 of each contact
+    with_object = (geoms == object_geom_id).any(-1)
+    forces = []
+    for pad in ("leftpad_geom", "rightpad_geom"):
+        selected = contact.efc_address[((geoms == data.geom(pad).id).any(-1) & with_object)]
+        forces.append(sum(data.efc_force[int(a)] for a in selected))
+    return 0 < forces[0] and 0 < forces[1]
+
+
 class TaskSim:
     """One raw MetaWorld env of one task: sparse success, step cap, optional renderer.
 
@@ -107,6 +130,7 @@ class TaskSim:
         self.task = task
         with parsed_models_reused():
             self.raw = ALL_V3_ENVIRONMENTS[task]()
+        self.raw.touching_object = functools.partial(touching_object, self.raw)  # the same result, faster
         self.raw.set_task(bootstrap_config(task))
         self.raw.max_path_length = max(int(max_steps), self.raw.max_path_length)
         self.max_steps = int(max_steps)
