@@ -4,7 +4,9 @@ Not a test. Prints env steps/s (base env steps, resets included, random actions,
 policy) of
 
 * ``bare``: one raw MetaWorld env driven by a plain Python loop (the ceiling of one
-  process), with a ``mujoco.Renderer`` frame per step in the pixel rows;
+  process), with a ``mujoco.Renderer`` frame per chunk of ``h`` steps in the pixel rows
+  (after the chunk, or at the episode's end: the frames a chunk policy sees, as the chunked
+  env renders them);
 * ``chunked``: ``make_metaworld_env(task, num_envs=N, chunk_size=h)`` (N envs stepped
   sequentially in this process, one TorchRL step per chunk, finished envs reset by
   ``env.step_and_maybe_reset`` as in a collector);
@@ -15,7 +17,7 @@ policy) of
 and each figure as a ratio to ``bare`` measured in the same run (setups measured
 round-robin ``--repeats`` times; medians), and the pool's scaling ``pool / (W x bare)``.
 Targets: 2 workers on 2 cores >= 1.6x bare; 16 workers on 16 cores >= 0.6 x W
-x bare (>= 6,000 frames/s). Usage::
+x bare (>= 6,000 env steps/s). Usage::
 
     python benchmarks/bench_envs.py --task push-v3 --num-envs 8 --seconds 3 --repeats 3
     python benchmarks/bench_envs.py --workers 16 --num-envs 64   # a 16-core box
@@ -38,23 +40,25 @@ from torchrl_chunk.envs.metaworld import TaskSim
 from torchrl_chunk.envs.workers import available_cpus
 
 
-def bench_bare(task: str, seconds: float, image_size: int | None, max_steps: int = 200) -> float:
+def bench_bare(task: str, seconds: float, image_size: int | None, chunk_size: int, max_steps: int = 200) -> float:
     sim = TaskSim(task, max_steps=max_steps, image_size=image_size)
     sim.seed(1)
     rng = np.random.default_rng(0)
     sim.reset_fresh()
     if image_size:
         sim.render()
-    steps = 0
+    steps, in_chunk = 0, 0
     start = time.perf_counter()
     while time.perf_counter() - start < seconds:
         for _ in range(50):
             _, success, truncated = sim.step(rng.uniform(-1, 1, 4).astype(np.float32))
-            if image_size:
-                sim.render()
-            steps += 1
+            steps, in_chunk = steps + 1, in_chunk + 1
+            if image_size and (in_chunk == chunk_size or success or truncated):
+                sim.render()  # the frame after the chunk
+                in_chunk = 0
             if success or truncated:
                 sim.reset_fresh()
+                in_chunk = 0
                 if image_size:
                     sim.render()
     rate = steps / (time.perf_counter() - start)
@@ -107,7 +111,7 @@ def main() -> None:
     if not args.no_state:
         envs.append(make_metaworld_env(args.task, num_envs=n, chunk_size=h, seed=1))
         setups += [
-            ("state", "bare (1 raw env, python loop)", None, lambda: bench_bare(args.task, args.seconds, None)),
+            ("state", "bare (1 raw env, python loop)", None, lambda: bench_bare(args.task, args.seconds, None, h)),
             ("state", f"chunked, {n} envs in 1 process", "state", lambda e=envs[-1]: bench_torchrl(e, args.seconds)),
         ]
     if not args.no_pixels:
@@ -120,7 +124,7 @@ def main() -> None:
         )
         pool_env = envs[-1]
         setups += [
-            (f"{px}px", "bare (1 raw env + renderer)", None, lambda: bench_bare(args.task, args.seconds, px)),
+            (f"{px}px", "bare (1 raw env + a frame per chunk)", None, lambda: bench_bare(args.task, args.seconds, px, h)),
             (f"{px}px", f"chunked, {n} envs in 1 process", f"{px}px", lambda: bench_torchrl(one, args.seconds)),
             (f"{px}px", f"pool, {w} workers x {n // w} envs", f"{px}px", lambda: bench_torchrl(pool_env, args.seconds)),
         ]
@@ -141,7 +145,7 @@ def main() -> None:
         target = "2 workers: >= 1.6x bare" if w == 2 else f"{w} workers: >= 0.6 x {w} x bare"
         goal = 1.6 if w == 2 else 0.6 * w
         print(f"pool / bare = {pool / ref:.2f} (target {target}: {'met' if pool / ref >= goal else 'missed'}); "
-              f"pool / ({w} x bare) = {pool / (w * ref):.2f}; {pool:.0f} frames/s")
+              f"pool / ({w} x bare) = {pool / (w * ref):.2f}; {pool:.0f} env steps/s")
     print(f"loadavg(after)={os.getloadavg()[0]:.2f}")
     if args.json:
         rows = [{"obs": obs, "setup": name, "steps_per_s": med[i], "x_bare": med[i] / bare[obs], "runs": rates[i]}

@@ -493,7 +493,7 @@ def summarize_envs(data: dict) -> str:
     pool = data.get("pool", {})
     bits = []
     if bare:
-        bits.append(f"bare {bare['steps_per_s']:,.0f} frames/s")
+        bits.append(f"bare {bare['steps_per_s']:,.0f} env steps/s")
     if one:
         bits.append(f"1 process {one['steps_per_s']:,.0f}")
     if pool:
@@ -941,7 +941,7 @@ def targets_table(results: dict[str, StageResult]) -> list[str]:
                  for a, b, c, d in octo_targets(results["bench_octo"].data)]
     pool = results["bench_envs"].data.get("pool") if "bench_envs" in results else None
     if pool:
-        rows.append((f"128 px frames/s, {pool['workers']} rendering workers, x one bare process",
+        rows.append((f"128 px env steps/s (a frame per chunk), {pool['workers']} rendering workers, x one bare process",
                      f">= {pool['target_x_bare']:.1f}", f"{pool['x_bare']:.2f} ({pool['frames_per_s']:,.0f}/s)",
                      "met" if pool["met"] else "MISSED"))
     rng = results["cuda_rng"].data.get("checks") if "cuda_rng" in results else None
