@@ -86,7 +86,7 @@ def measure(args, separate: bool) -> dict[str, float]:
     ref = ClipPPOLoss(actor, critic, clip_epsilon=0.2, clip_value=True, loss_critic_type="l2",
                       critic_coeff=0.5, entropy_coeff=0.0)
     ref.make_value_estimator(ValueEstimators.GAE, gamma=0.99, lmbda=0.95)
-    chunk_ppo = ChunkClipPPOLoss(actor, critic, horizon=h)
+    chunk_ppo = ChunkClipPPOLoss(actor, critic, chunk_size=h)
     ours = PPOBCLoss(chunk_ppo, SelfBCLoss(actor, loss_form="mse"), TanhWarmup(40_000))
     ours.schedule.step(20_000)
     with torch.no_grad():

@@ -73,14 +73,14 @@ class Setup:
         torch.manual_seed(0)
         self.device = device
         actor, critic = make_octo_actor_critic(
-            cfg, horizon=4, action_dim=4, instructions=torch.randn(NUM_TASKS, 16, 768)
+            cfg, chunk_size=4, action_dim=4, instructions=torch.randn(NUM_TASKS, 16, 768)
         )
         self.actor, self.critic = actor.to(device), critic.to(device)
         (self.backbone,) = find_octo_backbones(self.actor)
         self.window, self.image_size = cfg.window_size, image_size
         self.td = self.make_batch(batch)
         self.losses = {
-            shared: ChunkClipPPOLoss(self.actor, self.critic, horizon=4, shared_backbone=shared)
+            shared: ChunkClipPPOLoss(self.actor, self.critic, chunk_size=4, shared_backbone=shared)
             for shared in (True, False)
         }
         self.optims = {

@@ -51,10 +51,10 @@ def policy_for(pixels: bool, horizon: int):
     if pixels:
         from torchrl_chunk.modules.pixel import make_pixel_actor_critic
 
-        return make_pixel_actor_critic(horizon=horizon)[0]
+        return make_pixel_actor_critic(chunk_size=horizon)[0]
     from torchrl_chunk.modules.mlp import make_mlp_actor_critic
 
-    return make_mlp_actor_critic(torch.zeros(39), torch.ones(39), horizon=horizon)[0]
+    return make_mlp_actor_critic(torch.zeros(39), torch.ones(39), chunk_size=horizon)[0]
 
 
 def steps_of(batch) -> int:

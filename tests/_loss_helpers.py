@@ -20,10 +20,10 @@ def make_backbone(seed: int = 0) -> TensorDictModule:
     )
 
 
-def make_actor_critic(horizon: int = H, separate: bool = False, seed: int = 0):
+def make_actor_critic(chunk_size: int = H, separate: bool = False, seed: int = 0):
     critic_backbone = make_backbone(seed + 1) if separate else None
     return make_chunk_actor_critic(
-        make_backbone(seed), EMBED, horizon, A, critic_backbone=critic_backbone
+        make_backbone(seed), EMBED, chunk_size, A, critic_backbone=critic_backbone
     )
 
 
@@ -38,7 +38,7 @@ def make_rollout(actor, B: int = 3, T: int = 6, seed: int = 0, steps: torch.Tens
             ("next", "done"): torch.zeros(B, T, 1, dtype=torch.bool),
             ("next", "terminated"): torch.zeros(B, T, 1, dtype=torch.bool),
             ("next", "steps_executed"): (
-                steps if steps is not None else torch.full((B, T, 1), actor_horizon(actor))
+                steps if steps is not None else torch.full((B, T, 1), actor_chunk_size(actor))
             ),
         },
         [B, T],
@@ -48,10 +48,10 @@ def make_rollout(actor, B: int = 3, T: int = 6, seed: int = 0, steps: torch.Tens
     return td
 
 
-def actor_horizon(actor) -> int:
+def actor_chunk_size(actor) -> int:
     for m in actor.modules():
-        if hasattr(m, "horizon") and hasattr(m, "log_std"):
-            return m.horizon
+        if hasattr(m, "chunk_size") and hasattr(m, "log_std"):
+            return m.chunk_size
     raise AssertionError("no ChunkGaussianHead in actor")
 
 

@@ -37,9 +37,11 @@ def test_realtime_fps_matches_metaworld_control_rate():
         assert 1.0 / env._sims[0].raw.dt == pytest.approx(CONTROL_HZ)
     finally:
         env.close()
-    assert realtime_fps(4) == 20.0
-    with pytest.raises(ValueError, match="horizon"):
+    assert realtime_fps(4) == realtime_fps(chunk_size=4) == 20.0
+    with pytest.raises(ValueError, match="chunk_size"):
         realtime_fps(0)
+    with pytest.warns(DeprecationWarning, match="`horizon=` is deprecated, use `chunk_size=`"):
+        assert realtime_fps(horizon=4) == 20.0
 
 
 def test_write_mp4_bad_input(tmp_path, monkeypatch):

@@ -18,17 +18,21 @@ from pathlib import Path
 
 import numpy as np
 
+from torchrl_chunk._deprecation import renamed_kwarg
+
 __all__ = ["CONTROL_HZ", "realtime_fps", "require_pyav", "write_mp4"]
 
 #: MetaWorld's control rate: ``frame_skip`` 5 x MuJoCo timestep 2.5 ms = 12.5 ms per step.
 CONTROL_HZ = 80.0
 
 
-def realtime_fps(horizon: int) -> float:
-    """Frames per second that play one-frame-per-decision rollouts in real time."""
-    if horizon < 1:
-        raise ValueError(f"horizon must be >= 1, got {horizon}.")
-    return CONTROL_HZ / horizon
+@renamed_kwarg("horizon", "chunk_size")
+def realtime_fps(chunk_size: int) -> float:
+    """Frames per second that play one-frame-per-decision rollouts of chunks of ``chunk_size``
+    (``h``; ``horizon=`` is its deprecated old name) in real time."""
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}.")
+    return CONTROL_HZ / chunk_size
 
 
 def require_pyav():

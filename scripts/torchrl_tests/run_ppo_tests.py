@@ -2,7 +2,7 @@
 
 TorchRL's ``test/objectives/test_ppo.py`` is copied into a scratch folder and its import
 of ``ClipPPOLoss`` is rewritten to a stand-in class: ``ChunkClipPPOLoss`` with
-``horizon=None`` or ``horizon=1`` and TorchRL's constructor defaults (``ChunkClipPPOLoss``
+``chunk_size=None`` or ``chunk_size=1`` (``--horizon``) and TorchRL's constructor defaults (``ChunkClipPPOLoss``
 defaults to the paper's hyper-parameters, see docs/guide.md). Parametrisations for the
 other losses (``PPOLoss``, ``KLPENPPOLoss``) are deselected; every other test of
 ``TestPPO`` runs, and a test counts as *exercising* the subclass when it built at least
@@ -70,7 +70,7 @@ else:
             INSTANCES[0] += 1
             super().__init__(
                 actor_network, critic_network,
-                horizon=None if _HORIZON == "none" else int(_HORIZON),
+                chunk_size=None if _HORIZON == "none" else int(_HORIZON),
                 clip_epsilon=clip_epsilon, clip_value=clip_value,
                 loss_critic_type=loss_critic_type, critic_coeff=critic_coeff,
                 entropy_coeff=entropy_coeff, **kwargs,

@@ -29,7 +29,7 @@ def make(storage="memory", tmp_path=None, experts=(5, 8), seed=0, **kw):
         kw.setdefault("scratch_dir", tmp_path / "scratch")
     image = kw.pop("image", False)
     return LengthFilteredReplayBuffer(
-        [traj(T, tag=100 * (i + 1), image=image) for i, T in enumerate(experts)], horizon=H,
+        [traj(T, tag=100 * (i + 1), image=image) for i, T in enumerate(experts)], chunk_size=H,
         storage=storage, batch_size=8, generator=torch.Generator().manual_seed(seed), **kw)
 
 
@@ -188,7 +188,7 @@ def test_load_refuses_a_damaged_dump(tmp_path):
 def test_a_loaded_buffer_keeps_its_own_batch_size(tmp_path):
     """TorchRL's loads replaced the batch size given to the constructor by the saved one."""
     make(max_size=50).dumps(tmp_path / "c")
-    buf = LengthFilteredReplayBuffer([traj(3)], horizon=H, max_size=50, batch_size=5)
+    buf = LengthFilteredReplayBuffer([traj(3)], chunk_size=H, max_size=50, batch_size=5)
     buf.loads(tmp_path / "c")
     assert buf.sample().shape == (5,)
 

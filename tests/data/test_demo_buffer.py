@@ -21,7 +21,7 @@ H = 4
 def buffer(mode="filtered", experts=(5, 8), **kw):
     kw.setdefault("max_size", 1000)
     return LengthFilteredReplayBuffer(
-        [traj(T, tag=100 * i) for i, T in enumerate(experts)], horizon=H, mode=mode, batch_size=16, **kw
+        [traj(T, tag=100 * i) for i, T in enumerate(experts)], chunk_size=H, mode=mode, batch_size=16, **kw
     )
 
 
@@ -132,13 +132,13 @@ def small_experts(n=2, scale=0.5):
 
 def test_chunks_are_stored_as_emitted_unless_bounds_are_given():
     """Pendulum-like +-2 actions keep their values by default; bounds clip the agent's chunks."""
-    raw = LengthFilteredReplayBuffer(small_experts(), horizon=H, length_limit=20)
+    raw = LengthFilteredReplayBuffer(small_experts(), chunk_size=H, length_limit=20)
     traj_c = chunked_traj([4, 4, 1])
     raw.extend(traj_c)
     stored = raw.replay_buffer.storage.get(torch.as_tensor(raw._trajs[-1].slots))["vla_action", "chunk"]
     assert stored.abs().max() > 1.0  # the toy chunks are N(0, 9) samples
     torch.testing.assert_close(stored, traj_c["action"])
-    bounded = LengthFilteredReplayBuffer(small_experts(), horizon=H, length_limit=20, action_bounds=(-2.0, 2.0))
+    bounded = LengthFilteredReplayBuffer(small_experts(), chunk_size=H, length_limit=20, action_bounds=(-2.0, 2.0))
     bounded.extend(traj_c)
     stored = bounded.replay_buffer.storage.get(torch.as_tensor(bounded._trajs[-1].slots))["vla_action", "chunk"]
     torch.testing.assert_close(stored, traj_c["action"].clamp(-2, 2))
@@ -148,16 +148,16 @@ def test_action_bounds_from_a_spec_per_dimension_and_bad_demos():
     from torchrl.data import Bounded
 
     spec = Bounded(low=torch.tensor([-1.0, -3.0]), high=torch.tensor([1.0, 3.0]), shape=(A,))
-    buf = LengthFilteredReplayBuffer(small_experts(), horizon=H, action_bounds=spec)
+    buf = LengthFilteredReplayBuffer(small_experts(), chunk_size=H, action_bounds=spec)
     assert buf.action_bounds == ((-1.0, -3.0), (1.0, 3.0))
     with pytest.raises(ValueError, match=r"Expert demo 0 has actions outside action_bounds low=-1.0, high=1.0"):
-        LengthFilteredReplayBuffer(small_experts(scale=2.0), horizon=H, action_bounds=(-1, 1))
+        LengthFilteredReplayBuffer(small_experts(scale=2.0), chunk_size=H, action_bounds=(-1, 1))
     with pytest.raises(ValueError, match="low < high"):
-        LengthFilteredReplayBuffer(small_experts(), horizon=H, action_bounds=(1, -1))
+        LengthFilteredReplayBuffer(small_experts(), chunk_size=H, action_bounds=(1, -1))
 
 
 def test_sample_feeds_self_bc_loss():
-    actor, _ = make_actor_critic()  # obs 5, horizon 4, action 2, like this buffer
+    actor, _ = make_actor_critic()  # obs 5, chunk_size 4, action 2, like this buffer
     buf = buffer()
     out = SelfBCLoss(actor)(buf.sample())
     assert torch.isfinite(out["loss_bc"])
@@ -197,9 +197,9 @@ def test_load_errors(tmp_path):
 
 def test_bad_input():
     with pytest.raises(ValueError, match="at least one expert"):
-        LengthFilteredReplayBuffer([], horizon=H)
+        LengthFilteredReplayBuffer([], chunk_size=H)
     with pytest.raises(ValueError, match="did not succeed"):
-        LengthFilteredReplayBuffer([traj(4, success=False)], horizon=H)
+        LengthFilteredReplayBuffer([traj(4, success=False)], chunk_size=H)
     buf = buffer()
     with pytest.raises(ValueError, match="empty trajectory"):
         buf.extend([traj(3)[:0]])
@@ -213,7 +213,7 @@ def test_bad_input():
         buffer(mode="fifo")
     short_chunks = chunked_traj([3])
     short_chunks["action"] = torch.zeros(1, 3, A)
-    with pytest.raises(ValueError, match="horizon=4"):
+    with pytest.raises(ValueError, match="chunk_size=4"):
         buf.extend([short_chunks])
 
 
@@ -250,9 +250,9 @@ def test_non_finite_trajectories_are_rejected_and_never_stored(make):
 def test_non_finite_expert_demo_raises_naming_demo_and_key():
     bad = _poison(traj(6, tag=100), ("observation", "state"), float("nan"))
     with pytest.raises(ValueError, match=r"Expert demo 1 has NaN or inf in \('observation', 'state'\).*drop or repair"):
-        LengthFilteredReplayBuffer([traj(5), bad], horizon=H)
+        LengthFilteredReplayBuffer([traj(5), bad], chunk_size=H)
     with pytest.raises(ValueError, match=r"Expert demo 0 has NaN or inf in 'action'"):
-        LengthFilteredReplayBuffer(torch.cat([_poison(traj(4), "action", float("inf")), traj(3)]), horizon=H)
+        LengthFilteredReplayBuffer(torch.cat([_poison(traj(4), "action", float("inf")), traj(3)]), chunk_size=H)
 
 
 def test_expert_demos_that_do_not_fit_raise():
@@ -287,7 +287,7 @@ _GOLDEN = [
 
 def test_sampling_matches_the_original_buffer_with_evictions():
     buf = LengthFilteredReplayBuffer(
-        [traj(5, tag=100), traj(8, tag=200), traj(6, tag=300)], horizon=H, max_size=24,
+        [traj(5, tag=100), traj(8, tag=200), traj(6, tag=300)], chunk_size=H, max_size=24,
         batch_size=6, generator=torch.Generator().manual_seed(7),
     )
     offers = ([traj(4, tag=400)], [traj(7, tag=500), traj(3, success=False, tag=600)],
@@ -302,13 +302,13 @@ def test_sampling_matches_the_original_buffer_with_evictions():
 
 # -- persistence ---------------------------------------------------------------------
 def test_round_trip_restores_the_sampler_generator(tmp_path):
-    buf = LengthFilteredReplayBuffer([traj(5), traj(8)], horizon=H, max_size=40, batch_size=8,
+    buf = LengthFilteredReplayBuffer([traj(5), traj(8)], chunk_size=H, max_size=40, batch_size=8,
                                      generator=torch.Generator().manual_seed(1))
     buf.extend([traj(4, tag=3), traj(9), traj(2, tag=5)[:1]])
     buf.sample()
     buf.dumps(tmp_path / "ckpt")
     expected = [buf.sample() for _ in range(3)]
-    restored = LengthFilteredReplayBuffer([traj(2)], horizon=H, max_size=40, batch_size=8,
+    restored = LengthFilteredReplayBuffer([traj(2)], chunk_size=H, max_size=40, batch_size=8,
                                           generator=torch.Generator().manual_seed(99))
     restored.loads(tmp_path / "ckpt")
     for want in expected:
@@ -319,7 +319,7 @@ def test_round_trip_restores_the_sampler_generator(tmp_path):
 def test_loads_a_buffer_saved_by_the_previous_version(tmp_path):
     """tests/data/fixtures/buffer_v1 was written by the buffer of commit fbef562, where an
     incomplete tail counted as a rejection; samples recorded with that version."""
-    buf = LengthFilteredReplayBuffer([traj(3)], horizon=H, max_size=20, batch_size=4,
+    buf = LengthFilteredReplayBuffer([traj(3)], chunk_size=H, max_size=20, batch_size=4,
                                      generator=torch.Generator().manual_seed(5))
     saved = shutil.copytree(Path(__file__).parent / "fixtures" / "buffer_v1", tmp_path / "v1")
     buf.loads(saved)  # a copy: a memmap storage may write where it loaded from
@@ -359,20 +359,20 @@ def test_an_expert_demo_that_never_moves_is_refused_at_seeding():
     still = traj(6)
     still["action"] = torch.zeros(6, A)
     with pytest.raises(ValueError, match=r"Expert demo 1 never moves \(all its actions are zero"):
-        LengthFilteredReplayBuffer([traj(5), still], horizon=H)
+        LengthFilteredReplayBuffer([traj(5), still], chunk_size=H)
     frozen = traj(6)
     frozen["observation", "state"] = torch.ones(6, OBS)
     with pytest.raises(ValueError, match="Expert demo 0 never moves .its state never changes"):
-        LengthFilteredReplayBuffer([frozen], horizon=H)
+        LengthFilteredReplayBuffer([frozen], chunk_size=H)
 
 
 def test_experts_with_a_flat_observation_tensor_are_checked_too():
     demo = traj(6).exclude("observation")
     demo["observation"] = torch.arange(6.0).unsqueeze(-1)  # e.g. gymnasium's Pendulum: a tensor
-    LengthFilteredReplayBuffer([demo], horizon=H)
+    LengthFilteredReplayBuffer([demo], chunk_size=H)
     demo["observation"] = torch.ones(6, 1)
     with pytest.raises(ValueError, match="its state never changes"):
-        LengthFilteredReplayBuffer([demo], horizon=H)
+        LengthFilteredReplayBuffer([demo], chunk_size=H)
 
 
 def test_a_spec_whose_envs_have_different_bounds_is_refused():
@@ -381,4 +381,48 @@ def test_a_spec_whose_envs_have_different_bounds_is_refused():
     spec = Bounded(low=torch.tensor([[-1.0, -1.0], [-2.0, -2.0]]), high=torch.tensor([[1.0, 1.0], [2.0, 2.0]]),
                    shape=(2, A))
     with pytest.raises(ValueError, match="bounds differ between its envs"):
-        LengthFilteredReplayBuffer(small_experts(), horizon=H, action_bounds=spec)
+        LengthFilteredReplayBuffer(small_experts(), chunk_size=H, action_bounds=spec)
+
+
+# -- chunk_size, formerly horizon ---------------------------------------------------------
+def test_the_old_horizon_keyword_still_builds_the_buffer_with_a_warning():
+    with pytest.warns(DeprecationWarning, match=r"`horizon=` is deprecated, use `chunk_size=`"):
+        old = LengthFilteredReplayBuffer([traj(5)], horizon=H)
+    assert old.chunk_size == H
+    with pytest.raises(TypeError, match=r"both `horizon=`.*`chunk_size=`"):
+        LengthFilteredReplayBuffer([traj(5)], horizon=H, chunk_size=H)
+
+
+def test_the_horizon_attribute_warns_and_is_read_only():
+    buf = buffer()
+    with pytest.warns(DeprecationWarning, match=r"`\.horizon` is deprecated, use `\.chunk_size`"):
+        assert buf.horizon == H == buf.chunk_size
+    with pytest.raises(AttributeError):
+        buf.horizon = 2
+
+
+def test_saved_tables_keep_the_horizon_key_and_either_key_loads(tmp_path):
+    """Readers of format 4 (torchrl_chunk 0.1) look the chunk size up as "horizon": the dump
+    keeps that key; a table naming it "chunk_size" loads too."""
+    buf = buffer(max_size=30)
+    assert buf.state_dict()["horizon"] == H and "chunk_size" not in buf.state_dict()
+    buf.dumps(tmp_path / "c")
+    table = tmp_path / "c" / "length_filtered_buffer.json"
+    assert '"horizon": 4' in table.read_text()
+    table.write_text(table.read_text().replace('"horizon": 4', '"chunk_size": 4'))
+    restored = buffer(experts=(2,), max_size=30)
+    restored.loads(tmp_path / "c")
+    assert restored.trajectory_lengths == buf.trajectory_lengths
+    table.write_text(table.read_text().replace('"chunk_size": 4', '"chunk_size": 3'))
+    with pytest.raises(ValueError, match="chunk_size=3"):
+        buffer(max_size=30).loads(tmp_path / "c")
+
+
+def test_the_trajectory_helpers_take_the_old_keyword_with_a_warning():
+    from torchrl_chunk.data.trajectories import length_and_success
+
+    assert length_and_success(traj(5), chunk_size=H) == (5, True)
+    with pytest.warns(DeprecationWarning, match="chunk_size="):
+        assert length_and_success(traj(5), horizon=H) == (5, True)
+    with pytest.raises(TypeError, match="both"):
+        length_and_success(traj(5), H, horizon=H)  # chunk_size by position and horizon=

@@ -119,7 +119,7 @@ def dataset(tmp_path):
 
 def check_buffer(trajectories, lengths):
     """Seed the demo buffer with them: every row's chunk starts with that step's action."""
-    buf = LengthFilteredReplayBuffer(trajectories, horizon=H, batch_size=sum(lengths), action_bounds=(-1e3, 1e3))
+    buf = LengthFilteredReplayBuffer(trajectories, chunk_size=H, batch_size=sum(lengths), action_bounds=(-1e3, 1e3))
     assert buf.trajectory_lengths == list(lengths) and buf.length_limit == max(lengths)
     batch = buf.sample()
     state = batch["observation", "state"][:, 0]
@@ -354,6 +354,6 @@ def test_replay_buffer_errors_are_one_line_with_the_fix(tmp_path):
     fails(dump(tmp_path / "nan", rollout(3, 0), bad), r"episode 1 \(rows 3\.\.6\) has NaN or inf in \('observation', "
                                                      r"'state'\)")
     fails(dump(tmp_path / "nodone", rollout(3, 0).exclude(("next", "done"))), r"has no \('next', 'done'\) entry")
-    buf = LengthFilteredReplayBuffer([rollout(5, 0)], horizon=H)
+    buf = LengthFilteredReplayBuffer([rollout(5, 0)], chunk_size=H)
     buf.dumps(tmp_path / "ours")
     fails(tmp_path / "ours", r"is a LengthFilteredReplayBuffer dump .*restore it with LengthFilteredReplayBuffer.loads")

@@ -27,7 +27,7 @@ def full_chunks(td):
 
 
 def buffer():  # limit 40: every true episode qualifies, a fragment would show a shorter length
-    return LengthFilteredReplayBuffer([traj(40)], horizon=H, batch_size=8)
+    return LengthFilteredReplayBuffer([traj(40)], chunk_size=H, batch_size=8)
 
 
 def guide_loop(collector, buf, batches):
@@ -176,7 +176,7 @@ def test_metaworld_guide_loop_lengths_equal_whole_episode_lengths():
                          ("next", "success"): torch.arange(200).eq(199).view(200, 1)}, [200])
 
     def lengths(decisions, batches):
-        buf = LengthFilteredReplayBuffer([expert], horizon=H, batch_size=8)
+        buf = LengthFilteredReplayBuffer([expert], chunk_size=H, batch_size=8)
         collector = Collector(make(), policy, frames_per_batch=2 * decisions, total_frames=-1,
                               exploration_type=ExplorationType.DETERMINISTIC)
         collector.set_seed(0)

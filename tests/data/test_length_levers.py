@@ -13,7 +13,7 @@ H = 4
 
 def buffer(experts=(60, 80), **kw):
     kw.setdefault("max_size", 5000)
-    return LengthFilteredReplayBuffer([traj(T, tag=1000 * i) for i, T in enumerate(experts)], horizon=H,
+    return LengthFilteredReplayBuffer([traj(T, tag=1000 * i) for i, T in enumerate(experts)], chunk_size=H,
                                       batch_size=64, generator=torch.Generator().manual_seed(0), **kw)
 
 
@@ -193,7 +193,7 @@ def test_loads_a_format_3_buffer_as_a_fixed_limit(tmp_path):
     from pathlib import Path
 
     saved = shutil.copytree(Path(__file__).parent / "fixtures" / "buffer_v3", tmp_path / "v3")
-    buf = LengthFilteredReplayBuffer([traj(3)], horizon=H, max_size=40, batch_size=4,
+    buf = LengthFilteredReplayBuffer([traj(3)], chunk_size=H, max_size=40, batch_size=4,
                                      generator=torch.Generator().manual_seed(99), length_limit="adaptive")
     buf.loads(saved)
     assert buf.trajectory_lengths == [6, 8, 5, 4] and buf.length_limit == buf.base_length_limit == 8

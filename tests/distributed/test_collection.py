@@ -60,7 +60,7 @@ def test_remote_batches_equal_a_local_collector_env_by_env(ray_connected):
     assert (got.exclude("collector") == want.exclude("collector")).all()
     assert remote.bytes_received == got.bytes() and remote.bytes_sent > 0
     # the demo buffer takes the remote batch as it takes a local one: whole episodes, true lengths
-    buffer = LengthFilteredReplayBuffer([_expert()], horizon=4)
+    buffer = LengthFilteredReplayBuffer([_expert()], chunk_size=4)
     report = buffer.extend(got)
     lengths = []
     for row in got.unbind(0):  # every row starts at a reset: sum the steps up to each success
@@ -88,7 +88,7 @@ def test_batches_are_reproducible_and_a_killed_actor_is_replaced(ray_connected):
     (2 envs per actor, 1 thread) on the same CPU, so with the same kernels. It relies on that:
     a replacement actor with another batch size or thread count could differ in the last bits."""
     torch.manual_seed(0)
-    actor, _ = make_mlp_actor_critic(torch.zeros(39), torch.ones(39), horizon=4, hidden=(32,))
+    actor, _ = make_mlp_actor_critic(torch.zeros(39), torch.ones(39), chunk_size=4, hidden=(32,))
     remote = RayEpisodeCollector(MAKE_ENV, actor, num_envs=4, num_workers=2, decisions_per_env=10,
                                  timeout_s=TIMEOUT_S)
     try:
@@ -109,7 +109,7 @@ def test_batches_are_reproducible_and_a_killed_actor_is_replaced(ray_connected):
 
 def test_an_error_in_the_env_comes_back_as_itself(ray_connected):
     torch.manual_seed(0)
-    actor, _ = make_mlp_actor_critic(torch.zeros(39), torch.ones(39), horizon=4, hidden=(8,))
+    actor, _ = make_mlp_actor_critic(torch.zeros(39), torch.ones(39), chunk_size=4, hidden=(8,))
     with torch.no_grad():
         for p in actor.parameters():
             p.fill_(float("nan"))

@@ -13,7 +13,7 @@ from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 
 def test_head_shapes_and_single_linear():
-    head = ChunkGaussianHead(EMBED, horizon=4, action_dim=3, log_std_init=-1.0)
+    head = ChunkGaussianHead(EMBED, chunk_size=4, action_dim=3, log_std_init=-1.0)
     loc, scale = head(torch.randn(7, EMBED))
     assert loc.shape == scale.shape == (7, 4, 3)
     assert torch.allclose(scale, torch.full_like(scale, torch.exp(torch.tensor(-1.0)).item()))
@@ -52,8 +52,8 @@ def test_shared_vs_separate_backbone():
 
 
 def test_bad_sizes():
-    with pytest.raises(ValueError, match="horizon"):
-        ChunkGaussianHead(EMBED, horizon=0, action_dim=4)
+    with pytest.raises(ValueError, match="chunk_size"):
+        ChunkGaussianHead(EMBED, chunk_size=0, action_dim=4)
     with pytest.raises(ValueError, match="log_std_init"):
         ChunkGaussianHead(EMBED, 4, 4, log_std_init=5.0)
 
@@ -61,7 +61,7 @@ def test_bad_sizes():
 def test_chunk_head_is_reachable_without_indexing_into_the_actor():
     from torchrl_chunk.modules import chunk_head, make_mlp_actor_critic
 
-    actor, _ = make_mlp_actor_critic(torch.zeros(39), torch.ones(39), horizon=4, hidden=(8,))
+    actor, _ = make_mlp_actor_critic(torch.zeros(39), torch.ones(39), chunk_size=4, hidden=(8,))
     head = chunk_head(actor)
     assert head is actor.module[0].module[1].module  # the path users had to spell out
     assert head.log_std.shape == (4, 4)

@@ -48,17 +48,17 @@ def obs(*batch, seed=0, image=True):
     return td
 
 
-def build(mode="state", horizon=H, chunk_size=None, **kw):
+def build(mode="state", chunk_size=H, act_chunk_size=None, **kw):
     torch.manual_seed(0)
     config = act_config(
-        state_dim=S, action_dim=A, horizon=chunk_size or horizon, image_size=PX if mode == "image" else None,
-        **SMALL,
+        state_dim=S, action_dim=A, chunk_size=act_chunk_size or chunk_size,
+        image_size=PX if mode == "image" else None, **SMALL,
     )
-    actor, critic = make_act_actor_critic(config, horizon=horizon, action_dim=A, example=obs(2), **kw)
+    actor, critic = make_act_actor_critic(config, chunk_size=chunk_size, action_dim=A, example=obs(2), **kw)
     return act_policy(actor), actor, critic
 
 
-def act_chunk(policy, td, mode, horizon=H):
+def act_chunk(policy, td, mode, chunk_size=H):
     """ACT's own deterministic chunk on ``td`` (flat batch), computed without our wrapper."""
     state = td[STATE]
     if mode == "state":
@@ -67,7 +67,7 @@ def act_chunk(policy, td, mode, horizon=H):
         mean, std = (torch.tensor(t).view(3, 1, 1) for t in IMAGENET_STATS)
         image = (td[IMAGE].permute(0, 3, 1, 2).float() / 255 - mean) / std
         batch = {"observation.state": state, "observation.images": [image]}
-    return policy.model(batch)[0][:, :horizon]
+    return policy.model(batch)[0][:, :chunk_size]
 
 
 def rollout(actor, B=3, T=2):
@@ -108,7 +108,7 @@ def test_log_prob_is_one_joint_scalar_per_chunk_around_acts_own_chunk(mode):
 @pytest.mark.parametrize("mode", MODES)
 def test_ppo_and_self_bc_train_act(mode):
     policy, actor, critic = build(mode)
-    ppo = ChunkClipPPOLoss(actor, critic, horizon=H, deactivate_vmap=True)
+    ppo = ChunkClipPPOLoss(actor, critic, chunk_size=H, deactivate_vmap=True)
     assert ppo.shared_backbone
     data = rollout(actor)
     with torch.no_grad():
@@ -135,7 +135,7 @@ def test_ppo_and_self_bc_train_act(mode):
 
 
 def test_a_longer_act_chunk_gives_its_first_h_actions():
-    policy, actor, _ = build(chunk_size=6)
+    policy, actor, _ = build(act_chunk_size=6)
     assert policy.config.chunk_size == 6
     td = obs(3)
     with torch.no_grad():
@@ -157,24 +157,38 @@ def test_stats_dropout_and_bf16():
             out = actor(td.clone())
     assert out["loc"].dtype == out["scale"].dtype == out[SAMPLE_LOG_PROB_KEY].dtype == torch.float32
     # ACT's own default dropout (0.1) is switched off unless dropout=None
-    config = act_config(state_dim=S, action_dim=A, horizon=H, dropout=0.1, **SMALL)
+    config = act_config(state_dim=S, action_dim=A, chunk_size=H, dropout=0.1, **SMALL)
     for dropout, p in ((0.0, 0.0), (None, 0.1)):
-        actor, _ = make_act_actor_critic(config, horizon=H, action_dim=A, dropout=dropout)
+        actor, _ = make_act_actor_critic(config, chunk_size=H, action_dim=A, dropout=dropout)
         ps = {m.p for m in act_policy(actor).modules() if isinstance(m, torch.nn.Dropout)}
         assert ps == {p}
 
 
 def test_mismatches_are_refused():
-    config = act_config(state_dim=S, action_dim=A, horizon=H, **SMALL)
+    config = act_config(state_dim=S, action_dim=A, chunk_size=H, **SMALL)
     with pytest.raises(ValueError, match="action_dim=3"):
-        make_act_actor_critic(config, horizon=H, action_dim=3)
-    with pytest.raises(ValueError, match="horizon must be 1..4"):
-        make_act_actor_critic(config, horizon=5, action_dim=A)
+        make_act_actor_critic(config, chunk_size=H, action_dim=3)
+    with pytest.raises(ValueError, match="chunk_size must be 1..4"):
+        make_act_actor_critic(config, chunk_size=5, action_dim=A)
     with pytest.raises(TypeError, match="ACTConfig or an ACTPolicy"):
-        make_act_actor_critic(torch.nn.Linear(2, 2), horizon=H, action_dim=A)
+        make_act_actor_critic(torch.nn.Linear(2, 2), chunk_size=H, action_dim=A)
     _, actor, critic = build()
     with pytest.raises(ValueError, match="actor built for chunks of 4"):
-        ChunkClipPPOLoss(actor, critic, horizon=8)
+        ChunkClipPPOLoss(actor, critic, chunk_size=8)
     with pytest.raises(ValueError, match="states of size 39"):
         actor(TensorDict({STATE: torch.zeros(2, 7)}, [2]))
     assert isinstance(ACTChunkModel(act_policy(actor), 2), torch.nn.Module)
+
+
+def test_the_old_horizon_keyword_and_attribute_warn():
+    with pytest.warns(DeprecationWarning, match="use `chunk_size=`"):
+        config = act_config(state_dim=S, action_dim=A, horizon=H, **SMALL)
+    assert config.chunk_size == config.n_action_steps == H
+    with pytest.warns(DeprecationWarning, match="use `chunk_size=`"):
+        actor, _ = make_act_actor_critic(config, horizon=H, action_dim=A)
+    with pytest.raises(TypeError, match="both"):
+        make_act_actor_critic(config, horizon=H, chunk_size=H, action_dim=A)
+    (model,) = [m for m in actor.modules() if isinstance(m, ACTChunkModel)]
+    assert model.chunk_size == H
+    with pytest.warns(DeprecationWarning, match=r"use `\.chunk_size`"):
+        assert model.horizon == H

@@ -30,11 +30,11 @@ def obs(*batch, seed=0, task=0):
     )
 
 
-def build(horizon=H, **kw):
+def build(chunk_size=H, **kw):
     torch.manual_seed(0)
     vla = TinyVLA(action_dim=A, chunk_size=H, hidden_dim=32, text_dim=8)
     kw = {"instructions": PROMPTS, **kw}
-    actor, critic = make_vla_actor_critic(vla, horizon=horizon, action_dim=A, example=obs(2), **kw)
+    actor, critic = make_vla_actor_critic(vla, chunk_size=chunk_size, action_dim=A, example=obs(2), **kw)
     return vla, actor, critic
 
 
@@ -106,7 +106,7 @@ def test_instruction_follows_the_task_id():
 
 def test_ppo_and_self_bc_train_the_vla():
     vla, actor, critic = build()
-    ppo = ChunkClipPPOLoss(actor, critic, horizon=H, deactivate_vmap=True)
+    ppo = ChunkClipPPOLoss(actor, critic, chunk_size=H, deactivate_vmap=True)
     assert ppo.shared_backbone
     data = rollout(actor)
     with torch.no_grad():
@@ -133,7 +133,7 @@ def test_the_critic_shares_the_trunk_and_the_loss_runs_it_once():
     data = rollout(actor)
     grads = {}
     for shared_backbone, passes in ((True, 1), (False, 2)):
-        ppo = ChunkClipPPOLoss(actor, critic, horizon=H, deactivate_vmap=True, shared_backbone=shared_backbone)
+        ppo = ChunkClipPPOLoss(actor, critic, chunk_size=H, deactivate_vmap=True, shared_backbone=shared_backbone)
         with torch.no_grad():
             ppo.value_estimator(data)
         batch = data.reshape(-1)
@@ -151,22 +151,22 @@ def test_the_critic_shares_the_trunk_and_the_loss_runs_it_once():
 def test_mismatches_are_refused():
     vla = TinyVLA(action_dim=A, chunk_size=H, hidden_dim=32)
     with pytest.raises(ValueError, match="chunk_size=5"):
-        make_vla_actor_critic(vla, horizon=5, action_dim=A, example=obs(2))
+        make_vla_actor_critic(vla, chunk_size=5, action_dim=A, example=obs(2))
     with pytest.raises(ValueError, match="action_dim=3"):
-        make_vla_actor_critic(vla, horizon=H, action_dim=3, example=obs(2))
+        make_vla_actor_critic(vla, chunk_size=H, action_dim=3, example=obs(2))
     with pytest.raises(ValueError, match="lazy"):
-        make_vla_actor_critic(vla, horizon=H, action_dim=A)
+        make_vla_actor_critic(vla, chunk_size=H, action_dim=A)
     _, actor, critic = build()
     with pytest.raises(ValueError, match="actor built for chunks of 4"):
-        ChunkClipPPOLoss(actor, critic, horizon=8)
+        ChunkClipPPOLoss(actor, critic, chunk_size=8)
     with pytest.raises(ValueError, match="continuous chunk head"):
         make_vla_actor_critic(TinyVLA(action_dim=A, chunk_size=H, action_head="tokens", vocab_size=8),
-                              horizon=H, action_dim=A)
+                              chunk_size=H, action_dim=A)
     with pytest.raises(ValueError, match="no submodule 'backbone'"):
-        make_vla_actor_critic(TinyVLA(action_dim=A, chunk_size=H), horizon=H, action_dim=A,
+        make_vla_actor_critic(TinyVLA(action_dim=A, chunk_size=H), chunk_size=H, action_dim=A,
                               feature_module="backbone")
     with pytest.raises(TypeError, match="VLAWrapperBase"):
-        make_vla_actor_critic(torch.nn.Linear(2, 2), horizon=H, action_dim=A)
+        make_vla_actor_critic(torch.nn.Linear(2, 2), chunk_size=H, action_dim=A)
 
 
 def test_state_stats_and_bf16():

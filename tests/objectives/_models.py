@@ -18,12 +18,12 @@ def make_model(kind: str, *, separate: bool = False, seed: int = 0):
     torch.manual_seed(seed)
     if kind == "mlp":
         return make_mlp_actor_critic(
-            torch.zeros(39), torch.ones(39), horizon=H, action_dim=A, hidden=(32, 32),
+            torch.zeros(39), torch.ones(39), chunk_size=H, action_dim=A, hidden=(32, 32),
             separate_critic=separate,
         )
     if kind == "pixel":
         return make_pixel_actor_critic(
-            horizon=H, action_dim=A, channels=8, embed_dim=32, separate_critic=separate
+            chunk_size=H, action_dim=A, channels=8, embed_dim=32, separate_critic=separate
         )
     if kind == "octo":
         from torchrl_chunk.modules.octo import OctoConfig, make_octo_actor_critic

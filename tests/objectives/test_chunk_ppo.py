@@ -40,7 +40,7 @@ def flat_batch_with_offsets(actor, critic, n=64, seed=0):
 def test_surrogate_matches_eq2_eq3(actor_critic):
     actor, critic = actor_critic
     td = flat_batch_with_offsets(actor, critic)
-    loss = ChunkClipPPOLoss(actor, critic, horizon=4)
+    loss = ChunkClipPPOLoss(actor, critic, chunk_size=4)
     out = loss(td.clone())
 
     with torch.no_grad():
@@ -171,8 +171,8 @@ def test_current_log_prob_per_action_is_refused(actor_critic):
 def test_wrong_chunk_shape_raises(actor_critic):
     actor, critic = actor_critic
     td = make_rollout(actor, B=1, T=4).reshape(-1)
-    with pytest.raises(ValueError, match="horizon=3"):
-        ChunkClipPPOLoss(actor, critic, horizon=3)(td)
+    with pytest.raises(ValueError, match="chunk_size=3"):
+        ChunkClipPPOLoss(actor, critic, chunk_size=3)(td)
     flat = td.clone()
     flat["action"] = flat["action"][:, 0]
     with pytest.raises(ValueError, match=r"\[\*batch, h, action_dim\]"):
@@ -183,8 +183,8 @@ def test_bad_arguments():
     actor, critic = make_actor_critic()
     with pytest.raises(ValueError, match="discount"):
         ChunkClipPPOLoss(actor, critic, discount="episode")
-    with pytest.raises(ValueError, match="horizon"):
-        ChunkClipPPOLoss(actor, critic, horizon=0)
+    with pytest.raises(ValueError, match="chunk_size"):
+        ChunkClipPPOLoss(actor, critic, chunk_size=0)
 
 
 def _grads(module):
@@ -222,7 +222,7 @@ def test_functional_on_off_same_numbers():
 
 
 class _Squeeze(nn.Module):
-    """Runs a horizon-1 chunk head and drops the chunk dim: a plain per-step Gaussian."""
+    """Runs a chunk_size-1 chunk head and drops the chunk dim: a plain per-step Gaussian."""
 
     def __init__(self, head):
         super().__init__()
@@ -233,8 +233,8 @@ class _Squeeze(nn.Module):
         return loc.squeeze(-2), scale.squeeze(-2)
 
 
-def test_horizon_one_reduces_to_torchrl_clip_ppo():
-    actor, critic = make_actor_critic(horizon=1)
+def test_chunk_size_one_reduces_to_torchrl_clip_ppo():
+    actor, critic = make_actor_critic(chunk_size=1)
     head = actor.module[0].module[1].module  # the ChunkGaussianHead
     backbone = actor.module[0].module[0]
     flat_actor = ProbabilisticActor(
@@ -267,19 +267,19 @@ def test_horizon_one_reduces_to_torchrl_clip_ppo():
     assert out["loss_objective"].abs().item() > 0
 
 
-def test_an_actor_of_another_horizon_is_refused_at_construction():
-    actor, critic = make_actor_critic(horizon=2)
+def test_an_actor_of_another_chunk_size_is_refused_at_construction():
+    actor, critic = make_actor_critic(chunk_size=2)
     with pytest.raises(ValueError, match="actor built for chunks of 2"):
-        ChunkClipPPOLoss(actor, critic, horizon=4)  # before any data
-    ChunkClipPPOLoss(actor, critic, horizon=2)
-    ChunkClipPPOLoss(actor, critic, horizon=None)  # no horizon claimed: nothing to compare
+        ChunkClipPPOLoss(actor, critic, chunk_size=4)  # before any data
+    ChunkClipPPOLoss(actor, critic, chunk_size=2)
+    ChunkClipPPOLoss(actor, critic, chunk_size=None)  # no chunk_size claimed: nothing to compare
 
 
 def test_chunk_data_without_step_counts_raises_instead_of_discounting_per_chunk(actor_critic):
     actor, critic = actor_critic
     td = make_rollout(actor, B=2, T=5).exclude(("next", "steps_executed"))
     for discount in ("step", "chunk"):
-        loss = ChunkClipPPOLoss(actor, critic, horizon=4, discount=discount)
+        loss = ChunkClipPPOLoss(actor, critic, chunk_size=4, discount=discount)
         with pytest.raises(KeyError, match="no executed-step count per chunk.*ChunkedEnv"):
             with torch.no_grad():
                 loss.value_estimator(td)
@@ -288,8 +288,66 @@ def test_chunk_data_without_step_counts_raises_instead_of_discounting_per_chunk(
         loss.make_value_estimator(ValueEstimators.TDLambda, gamma=0.9, lmbda=0.9)  # any estimator
         with pytest.raises(KeyError, match="executed-step count"):
             loss.value_estimator(td)
-    ChunkClipPPOLoss(actor, critic, horizon=None).value_estimator(td)  # per-step data needs none
+    ChunkClipPPOLoss(actor, critic, chunk_size=None).value_estimator(td)  # per-step data needs none
     renamed = td.set(("next", "k"), torch.full((2, 5, 1), 4))
-    loss = ChunkClipPPOLoss(actor, critic, horizon=4, discount="step")
+    loss = ChunkClipPPOLoss(actor, critic, chunk_size=4, discount="step")
     loss.set_keys(steps_to_next_obs=("next", "k"))
     loss.value_estimator(renamed)  # the count where the user's env writes it
+
+
+# -- chunk_size, formerly horizon -----------------------------------------------------------
+def test_the_old_horizon_keyword_still_works_with_a_warning(actor_critic):
+    actor, critic = actor_critic
+    with pytest.warns(DeprecationWarning, match=r"`horizon=` is deprecated, use `chunk_size=`; it will be removed"):
+        loss = ChunkClipPPOLoss(actor, critic, horizon=4)
+    assert loss.chunk_size == 4
+    with pytest.raises(ValueError, match="chunk_size=3"), pytest.warns(DeprecationWarning):
+        ChunkClipPPOLoss(actor, critic, horizon=3)(make_rollout(actor, B=1, T=4).reshape(-1))
+
+
+def test_horizon_and_chunk_size_at_once_are_refused(actor_critic):
+    actor, critic = actor_critic
+    with pytest.raises(TypeError, match=r"ChunkClipPPOLoss\(\) got both `horizon=` \(deprecated\) and `chunk_size=`"):
+        ChunkClipPPOLoss(actor, critic, horizon=4, chunk_size=4)
+
+
+def test_the_horizon_attribute_warns_and_is_read_only(actor_critic):
+    loss = ChunkClipPPOLoss(*actor_critic, chunk_size=4)
+    with pytest.warns(DeprecationWarning, match=r"`\.horizon` is deprecated, use `\.chunk_size`"):
+        assert loss.horizon == 4
+    with pytest.raises(AttributeError):
+        loss.horizon = 2
+
+
+def test_the_new_names_raise_no_deprecation_warning():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        actor, critic = make_actor_critic(chunk_size=4)
+        loss = ChunkClipPPOLoss(actor, critic, chunk_size=4)
+        td = make_rollout(actor, B=2, T=3)
+        with torch.no_grad():
+            loss.value_estimator(td)
+        loss(td.reshape(-1))
+
+
+def test_an_actor_module_of_the_user_declaring_the_old_horizon_is_still_compared():
+    """A head written before the rename stores a plain ``horizon``: still checked, no warning."""
+
+    class OldHead(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.horizon, self.inner = 2, ChunkGaussianHead(EMBED, 2, A)
+
+        def forward(self, embedding):
+            return self.inner(embedding)
+
+    head = OldHead()
+    del head.inner.chunk_size  # only the old attribute is declared
+    actor = ProbabilisticActor(
+        TensorDictSequential(make_backbone(), TensorDictModule(head, ["embedding"], ["loc", "scale"])),
+        in_keys=["loc", "scale"], distribution_class=IndependentNormal, distribution_kwargs={"event_dim": 2},
+        return_log_prob=True)
+    with pytest.raises(ValueError, match="actor built for chunks of 2"):
+        ChunkClipPPOLoss(actor, None, chunk_size=4, critic_coeff=None)

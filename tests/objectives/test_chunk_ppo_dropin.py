@@ -62,7 +62,7 @@ def assert_same_outputs(ours, ref):
         torch.testing.assert_close(ours[key], ref[key], rtol=1e-6, atol=1e-7, msg=str(key))
 
 
-@pytest.mark.parametrize("horizon", [1, None])
+@pytest.mark.parametrize("chunk_size", [1, None])
 @pytest.mark.parametrize(
     "options",
     [
@@ -77,12 +77,12 @@ def assert_same_outputs(ours, ref):
     ids=["defaults", "reduction-none", "reduction-sum", "asymmetric-clip", "not-functional",
          "normalized-entropy", "separate-clip-value"],
 )
-def test_per_step_actions_give_clip_ppo_numbers(horizon, options):
+def test_per_step_actions_give_clip_ppo_numbers(chunk_size, options):
     actor, critic = per_step_actor_critic()
     td = per_step_rollout(actor)
     assert td["action"].shape == (2, 6, A)  # [*B, action_dim]: no chunk dim
     kwargs = {**TORCHRL_DEFAULTS, **options}
-    ours = ChunkClipPPOLoss(actor, critic, horizon=horizon, **kwargs)
+    ours = ChunkClipPPOLoss(actor, critic, chunk_size=chunk_size, **kwargs)
     ref = ClipPPOLoss(actor, critic, **kwargs)
     perturb(actor)
     out, out_ref = ours(td.clone()), ref(td.clone())  # both run GAE(0.99, 0.95) inside
@@ -90,8 +90,8 @@ def test_per_step_actions_give_clip_ppo_numbers(horizon, options):
     assert out_ref["clip_fraction"] > 0
 
 
-@pytest.mark.parametrize("horizon", [1, None])
-def test_multi_agent_batch_gives_clip_ppo_numbers(horizon):
+@pytest.mark.parametrize("chunk_size", [1, None])
+def test_multi_agent_batch_gives_clip_ppo_numbers(chunk_size):
     """MARL layout: root batch [B], per-agent entries under "agents" with batch [B, n]."""
     n, B = 3, 4
     obs = ("agents", "observation")
@@ -108,7 +108,7 @@ def test_multi_agent_batch_gives_clip_ppo_numbers(horizon):
         advantage=("agents", "advantage"), value_target=("agents", "value_target"),
         value=("agents", "state_value"),
     )
-    ours = ChunkClipPPOLoss(actor, critic, horizon=horizon, **TORCHRL_DEFAULTS)
+    ours = ChunkClipPPOLoss(actor, critic, chunk_size=chunk_size, **TORCHRL_DEFAULTS)
     ref = ClipPPOLoss(actor, critic, **TORCHRL_DEFAULTS)
     ours.set_keys(**keys)
     ref.set_keys(**keys)
@@ -116,11 +116,11 @@ def test_multi_agent_batch_gives_clip_ppo_numbers(horizon):
     assert_same_outputs(ours(td.clone()), ref(td.clone()))
 
 
-def test_chunk_checks_stay_for_horizon_above_one():
+def test_chunk_checks_stay_for_chunk_size_above_one():
     actor, critic = per_step_actor_critic()
     td = per_step_rollout(actor)
-    with pytest.raises(ValueError, match=r"horizon=4\) expects actions shaped \[\*batch, h, action_dim\]"):
-        ChunkClipPPOLoss(actor, critic, horizon=4)(td)
+    with pytest.raises(ValueError, match=r"chunk_size=4\) expects actions shaped \[\*batch, h, action_dim\]"):
+        ChunkClipPPOLoss(actor, critic, chunk_size=4)(td)
 
 
 def test_value_key_set_after_construction():
@@ -128,7 +128,7 @@ def test_value_key_set_after_construction():
     actor, _ = per_step_actor_critic()
     critic = ValueOperator(nn.Linear(OBS_DIM, 1), in_keys=[STATE], out_keys=["my_value"])
     td = per_step_rollout(actor)
-    loss = ChunkClipPPOLoss(actor, critic, horizon=1)
+    loss = ChunkClipPPOLoss(actor, critic, chunk_size=1)
     loss.set_keys(value="my_value")
     assert torch.isfinite(loss(td)["loss_critic"])
 

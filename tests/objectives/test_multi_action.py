@@ -20,10 +20,10 @@ def rollout(env):
     td = env.rollout(6, policy, break_when_any_done=False)
     td["observation", "state"] = torch.randn(*td.shape, OBS_DIM)  # what the helpers' actor reads
     td["next", "observation", "state"] = torch.randn(*td.shape, OBS_DIM)
-    actor, critic = make_actor_critic(horizon=H)
+    actor, critic = make_actor_critic(chunk_size=H)
     with torch.no_grad():
         actor(td)
-    return td, ChunkClipPPOLoss(actor, critic, horizon=H)
+    return td, ChunkClipPPOLoss(actor, critic, chunk_size=H)
 
 
 def test_stacked_rewards_are_refused_naming_chunked_env():

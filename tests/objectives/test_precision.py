@@ -21,7 +21,7 @@ from torchrl_chunk.schedules import Constant
 
 
 def ppo_bc(actor, critic, precision):
-    ppo = ChunkClipPPOLoss(actor, critic, horizon=4, precision=precision)
+    ppo = ChunkClipPPOLoss(actor, critic, chunk_size=4, precision=precision)
     return PPOBCLoss(ppo, SelfBCLoss(actor, loss_form="nll", precision=precision), Constant(1.0))
 
 
@@ -113,7 +113,7 @@ def test_the_loss_runs_its_value_estimator_in_its_precision_no_loop_autocast_nee
     seen = []
     critic.register_forward_pre_hook(lambda *_: seen.append(torch.is_autocast_enabled("cpu")))
     td = make_rollout(actor, B=2, T=4)
-    loss = ChunkClipPPOLoss(actor, critic, horizon=4, precision="bf16")
+    loss = ChunkClipPPOLoss(actor, critic, chunk_size=4, precision="bf16")
     with torch.no_grad():
         loss.value_estimator(td.clone())
     assert seen and all(seen)
@@ -126,5 +126,5 @@ def test_the_loss_runs_its_value_estimator_in_its_precision_no_loop_autocast_nee
     assert torch.equal(got["advantage"], want["advantage"]) and got["advantage"].dtype == torch.float32
     seen.clear()
     with torch.no_grad():
-        ChunkClipPPOLoss(actor, critic, horizon=4).value_estimator(td.clone())
+        ChunkClipPPOLoss(actor, critic, chunk_size=4).value_estimator(td.clone())
     assert seen and not any(seen)  # fp32: no autocast

@@ -126,7 +126,7 @@ def test_demo_batch_without_actions_raises(actor_critic):
 
 def test_wrong_chunk_shape_raises(actor_critic):
     actor, _ = actor_critic
-    with pytest.raises(ValueError, match="horizon or action_dim differ"):
+    with pytest.raises(ValueError, match="chunk_size or action_dim differ"):
         SelfBCLoss(actor)(demo_batch(h=3))
     td = demo_batch()
     td["vla_action", "chunk"] = td["vla_action", "chunk"][:, 0]

@@ -46,8 +46,8 @@ def test_one_pass_equals_two_passes(kind):
     actor, critic = make_model(kind)
     td = ppo_batch(actor, critic, kind)
     params = params_of(actor, critic)
-    one = ChunkClipPPOLoss(actor, critic, horizon=4, shared_backbone=True, entropy_coeff=0.01)
-    two = ChunkClipPPOLoss(actor, critic, horizon=4, shared_backbone=False, entropy_coeff=0.01)
+    one = ChunkClipPPOLoss(actor, critic, chunk_size=4, shared_backbone=True, entropy_coeff=0.01)
+    two = ChunkClipPPOLoss(actor, critic, chunk_size=4, shared_backbone=False, entropy_coeff=0.01)
     runs = count_runs(critic)
     out1, g1 = loss_and_grads(one, params, td)
     assert len(runs) == 1  # the backbone ran once for actor and critic
@@ -67,7 +67,7 @@ def test_ppo_bc_one_pass_equals_two_passes(kind):
     params = params_of(actor, critic)
     results = []
     for shared in (True, False):
-        ppo = ChunkClipPPOLoss(actor, critic, horizon=4, shared_backbone=shared)
+        ppo = ChunkClipPPOLoss(actor, critic, chunk_size=4, shared_backbone=shared)
         loss = PPOBCLoss(ppo, SelfBCLoss(actor, loss_form="nll"), Constant(0.7))
         results.append(loss_and_grads(loss, params, td, demo))
     (out1, g1), (out2, g2) = results

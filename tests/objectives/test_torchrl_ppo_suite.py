@@ -1,4 +1,4 @@
-"""TorchRL's own PPO tests against ChunkClipPPOLoss(horizon=None / 1).
+"""TorchRL's own PPO tests against ChunkClipPPOLoss(chunk_size=None / 1).
 
 Needs TorchRL's test sources, which PyPI does not ship (torchrl is published as wheels
 only): set ``TORCHRL_SRC`` to a pytorch/rl checkout or git directory (and optionally

@@ -13,6 +13,7 @@ from tensordict import TensorDictBase
 from torchrl.data import TensorDictReplayBuffer
 from torchrl.envs.transforms import ActionChunkTransform
 
+from torchrl_chunk._deprecation import renamed_attribute, renamed_kwarg
 from torchrl_chunk.data.admission import MODES, REASONS, AdmissionReport, BufferMode, admit, plan_eviction
 from torchrl_chunk.data import buffer_io
 from torchrl_chunk.data.episodes import EpisodeStitcher
@@ -21,6 +22,18 @@ from torchrl_chunk.data.row_storage import BufferFootprint, GrowingTensorStorage
 from torchrl_chunk.data.trajectories import (
     as_action_bounds, chunk_rows, expert_trajectories, length_and_success, non_finite_key, out_of_bounds,
     split_trajectories)
+
+
+# The key of the chunk size in state_dict() and in the dump's table file: still "horizon", the
+# name readers of format <= 4 look up (see LengthFilteredReplayBuffer.state_dict).
+_SAVED_CHUNK_SIZE_KEY = "horizon"
+
+
+def _saved_chunk_size(state: dict) -> int:
+    """The chunk size of a saved state: its old key ``"horizon"`` (every file so far) or ``"chunk_size"``."""
+    if _SAVED_CHUNK_SIZE_KEY in state:
+        return state[_SAVED_CHUNK_SIZE_KEY]
+    return state["chunk_size"]
 
 
 @dataclass
@@ -92,7 +105,8 @@ class LengthFilteredReplayBuffer:
         expert_trajectories: the seed demos, a list of per-step trajectory TensorDicts
             (batch ``[T]``) or one flat TensorDict where ``("next", "done")`` marks ends.
             Each must succeed (``("next", "success")``), be finite, and all must fit.
-        horizon: the chunk length ``h``.
+        chunk_size: the chunk size ``h`` (``horizon=`` is its deprecated old name, ``.horizon``
+            of the attribute).
 
     Keyword Args:
         length_limit: ``ell_limit`` in env steps; default (``None``): the longest expert
@@ -120,18 +134,21 @@ class LengthFilteredReplayBuffer:
             end of an episode running at a save is refused as a fragment after :meth:`loads`.
 
     Example:
-        >>> buf = LengthFilteredReplayBuffer(demos.trajectories, horizon=4, batch_size=256)
+        >>> buf = LengthFilteredReplayBuffer(demos.trajectories, chunk_size=4, batch_size=256)
         >>> report = buf.extend(completed_rollout_trajectories)
         >>> report.admitted, report.rejected, report.incomplete
         (3, {'too_long': 2, 'failure': 5}, 1)
         >>> bc_batch = buf.sample()  # observation, ("vla_action","chunk"), "action_is_pad"
     """
 
+    horizon = renamed_attribute("horizon", "chunk_size")
+
+    @renamed_kwarg("horizon", "chunk_size")
     def __init__(
         self,
         expert_trajectories: Sequence[TensorDictBase] | TensorDictBase,
         *,
-        horizon: int,
+        chunk_size: int,
         length_limit: int | Literal["adaptive"] | AdaptiveLengthLimit | None = None,
         mode: BufferMode = "filtered",
         max_size: int = 100_000,
@@ -147,8 +164,8 @@ class LengthFilteredReplayBuffer:
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be 'filtered', 'static' or 'unrestricted', got {mode!r}.")
-        if horizon < 1:
-            raise ValueError(f"horizon must be >= 1, got {horizon}.")
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}.")
         if isinstance(max_size, bool) or not isinstance(max_size, numbers.Integral) or max_size < 1:
             raise ValueError(
                 f"max_size must be a whole number of rows >= 1 (one per BC sample), got {max_size!r}.")
@@ -174,13 +191,13 @@ class LengthFilteredReplayBuffer:
         self._sampler.set_length_weighting(length_weighting)
         self.replay_buffer = TensorDictReplayBuffer(
             storage=store, sampler=self._sampler, batch_size=batch_size)
-        self.horizon = horizon
+        self.chunk_size = chunk_size
         self.mode = mode
         self.max_size = max_size
         self.max_trajectories = max_trajectories
         self.min_trajectories = min_trajectories
         self.action_bounds = as_action_bounds(action_bounds)
-        self._chunker = ActionChunkTransform(horizon, done_key=None)
+        self._chunker = ActionChunkTransform(chunk_size, done_key=None)
         self._trajs: list[Trajectory] = []
         self._free: list[int] = []
         self._next_slot = 0
@@ -192,7 +209,7 @@ class LengthFilteredReplayBuffer:
         self._seed(expert_trajectories, length_limit)
 
     def _seed(self, data, length_limit: int | None) -> None:
-        experts, lengths = expert_trajectories(data, self.horizon)
+        experts, lengths = expert_trajectories(data, self.chunk_size)
         for i, traj in enumerate(experts):
             bad = out_of_bounds(traj, self.action_bounds)
             if bad is not None:
@@ -258,7 +275,7 @@ class LengthFilteredReplayBuffer:
         return self._stitcher.discard_open()
 
     def _offer(self, finished: list[TensorDictBase], report: AdmissionReport) -> AdmissionReport:
-        offers = [(traj, *length_and_success(traj, self.horizon), non_finite_key(traj) is None)
+        offers = [(traj, *length_and_success(traj, self.chunk_size), non_finite_key(traj) is None)
                   for traj in finished]
         if self.adaptive is not None:  # ell_t from the recent successes, these offers included
             self.adaptive.observe(length for _, length, success, finite in offers if success and finite)
@@ -347,9 +364,14 @@ class LengthFilteredReplayBuffer:
         """Everything but the rows, the sampler's generator and the running episodes held by
         :meth:`extend` (not saved: their ends are refused as fragments after a restore): the trajectory table, the
         length limit and its rule, the sampling weights' exponent and the running totals
-        (JSON-serialisable)."""
+        (JSON-serialisable).
+
+        The chunk size is stored under its old key ``"horizon"``: the table file's readers
+        up to format 4 (``buffer_io``, torchrl_chunk 0.1) look it up by that name, so writing
+        ``"chunk_size"`` would make dumps unreadable to them; :meth:`load_state_dict` reads
+        either key."""
         return {
-            "horizon": self.horizon, "mode": self.mode, "length_limit": self.length_limit,
+            _SAVED_CHUNK_SIZE_KEY: self.chunk_size, "mode": self.mode, "length_limit": self.length_limit,
             "base_length_limit": self.base_length_limit,
             "adaptive": self.adaptive.state_dict() if self.adaptive is not None else None,
             "min_trajectories": self.min_trajectories, "length_weighting": self.length_weighting,
@@ -361,10 +383,11 @@ class LengthFilteredReplayBuffer:
 
     def load_state_dict(self, state: dict) -> None:
         """Restore what :meth:`state_dict` returned; the rows must be in the storage already."""
-        if state["horizon"] != self.horizon or state["max_size"] != self.max_size:
+        saved = _saved_chunk_size(state)
+        if saved != self.chunk_size or state["max_size"] != self.max_size:
             raise ValueError(
-                f"Saved buffer has horizon={state['horizon']}, max_size={state['max_size']}; this "
-                f"one has horizon={self.horizon}, max_size={self.max_size}. Build it with the same."
+                f"Saved buffer has chunk_size={saved}, max_size={state['max_size']}; this "
+                f"one has chunk_size={self.chunk_size}, max_size={self.max_size}. Build it with the same."
             )
         self.mode = state["mode"]
         self.length_limit = state["length_limit"]
@@ -402,14 +425,14 @@ class LengthFilteredReplayBuffer:
         buffer_io.write_table(path, self.state_dict())  # last: a dump without it is not one
 
     def loads(self, path: str | Path) -> None:
-        """Restore a buffer saved with :meth:`dumps` (same ``horizon``, ``max_size`` and row layout).
+        """Restore a buffer saved with :meth:`dumps` (same ``chunk_size``, ``max_size`` and row layout).
 
         Reads every format so far (1-2: TorchRL's dump of all ``max_size`` rows; 1-3: a
         fixed length limit). The batch size given to the constructor is kept.
         """
         path = Path(path)
         state = buffer_io.read_table(path)
-        if state["horizon"] != self.horizon or state["max_size"] != self.max_size:
+        if _saved_chunk_size(state) != self.chunk_size or state["max_size"] != self.max_size:
             self.load_state_dict(state)  # raises, naming the difference
         live = torch.tensor(sorted(s for t in state["trajectories"] for s in t["slots"]), dtype=torch.long)
         rows, src_index = buffer_io.read_rows(path, state["version"], live)
@@ -457,7 +480,7 @@ class LengthFilteredReplayBuffer:
         traj_id = self._next_traj_id
         self._next_traj_id += 1
         rows = chunk_rows(
-            traj, self.horizon, traj_id=traj_id, expert=expert,
+            traj, self.chunk_size, traj_id=traj_id, expert=expert,
             action_bounds=self.action_bounds, chunker=self._chunker,
         )
         self.replay_buffer.storage.set(torch.tensor(slots), rows)

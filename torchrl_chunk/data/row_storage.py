@@ -172,7 +172,7 @@ class GrowingTensorStorage(TensorStorage):
         if self.initialized and _layout(src) != _layout(self._storage):
             raise ValueError(
                 f"The saved rows hold {_layout(src)}, this buffer's rows {_layout(self._storage)}: "
-                "build the buffer with the same observations (pixels, image size) and horizon."
+                "build the buffer with the same observations (pixels, image size) and chunk_size."
             )
         if index.numel() == 0:
             return

@@ -17,6 +17,7 @@ import torch
 from tensordict import NestedKey, TensorDict, TensorDictBase
 from torchrl.envs.transforms import ActionChunkTransform
 
+from torchrl_chunk._deprecation import renamed_kwarg
 from torchrl_chunk.keys import (
     ACTION_CHUNK_KEY,
     ACTION_IS_PAD_KEY,
@@ -70,8 +71,9 @@ def split_trajectories(
             yield None
 
 
+@renamed_kwarg("horizon", "chunk_size")
 def expert_trajectories(
-    data: Sequence[TensorDictBase] | TensorDictBase, horizon: int
+    data: Sequence[TensorDictBase] | TensorDictBase, chunk_size: int
 ) -> tuple[list[TensorDictBase], list[int]]:
     """The expert demos in ``data`` and their lengths; raises naming the first unusable demo.
 
@@ -85,7 +87,7 @@ def expert_trajectories(
                 "An expert trajectory has no done flag at its end: expert demos must "
                 "be complete trajectories."
             )
-        length, success = length_and_success(traj, horizon)
+        length, success = length_and_success(traj, chunk_size)
         if not success:
             raise ValueError(
                 f"Expert demo {i} did not succeed (no True in ('next', 'success')): "
@@ -152,14 +154,15 @@ def _state(td: TensorDictBase | None) -> torch.Tensor | None:
     return obs.get("state", None) if isinstance(obs, TensorDictBase) else obs
 
 
-def is_chunked(traj: TensorDictBase, horizon: int) -> bool:
+@renamed_kwarg("horizon", "chunk_size")
+def is_chunked(traj: TensorDictBase, chunk_size: int) -> bool:
     """Whether ``traj`` holds chunks ``[T, h, action_dim]`` (else per-step actions)."""
     action = get_entry(traj, ACTION_KEY)
     if action.ndim == 3:
-        if action.shape[1] != horizon:
+        if action.shape[1] != chunk_size:
             raise ValueError(
                 f"Chunked trajectory has chunks of length {action.shape[1]}, the buffer "
-                f"uses horizon={horizon}."
+                f"uses chunk_size={chunk_size}."
             )
         return True
     if action.ndim == 2:
@@ -170,10 +173,11 @@ def is_chunked(traj: TensorDictBase, horizon: int) -> bool:
     )
 
 
-def length_and_success(traj: TensorDictBase, horizon: int) -> tuple[int, bool]:
+@renamed_kwarg("horizon", "chunk_size")
+def length_and_success(traj: TensorDictBase, chunk_size: int) -> tuple[int, bool]:
     """``L(x_i)`` in env steps (executed steps of a chunked trajectory) and its success."""
     success = bool(get_entry(traj, SUCCESS).any())
-    if is_chunked(traj, horizon):
+    if is_chunked(traj, chunk_size):
         length = int(executed_steps(traj).sum())
     else:
         length = traj.shape[0]
@@ -257,9 +261,10 @@ def out_of_bounds(traj: TensorDictBase, bounds: Bounds | None) -> str | None:
             f"(min {action.min().item():.4g}, max {action.max().item():.4g})")
 
 
+@renamed_kwarg("horizon", "chunk_size")
 def chunk_rows(
     traj: TensorDictBase,
-    horizon: int,
+    chunk_size: int,
     *,
     traj_id: int,
     expert: bool,
@@ -281,10 +286,10 @@ def chunk_rows(
     """
     T = traj.shape[0]
     rows = traj.select(OBSERVATION).clone()
-    if is_chunked(traj, horizon):
+    if is_chunked(traj, chunk_size):
         chunk = traj.get(ACTION_KEY)
         executed = executed_steps(traj).reshape(T, 1)
-        pad = torch.arange(horizon).expand(T, -1) >= executed.to(torch.long)
+        pad = torch.arange(chunk_size).expand(T, -1) >= executed.to(torch.long)
     else:
         window = chunker(TensorDict({ACTION_KEY: traj.get(ACTION_KEY)}, [T]).unsqueeze(0))
         chunk = window.get(ACTION_CHUNK_KEY)[0]

@@ -27,6 +27,7 @@ from tensordict.nn import TensorDictModule, TensorDictSequential
 from torch import nn
 from torchrl.modules import IndependentNormal, ProbabilisticActor
 
+from torchrl_chunk._deprecation import renamed_attribute, renamed_kwarg
 from torchrl_chunk.keys import ACTION_KEY, SAMPLE_LOG_PROB_KEY
 from torchrl_chunk.precision import full_precision
 
@@ -43,11 +44,12 @@ def check_log_std_range(log_std_init: float, log_std_min: float, log_std_max: fl
 
 
 class ChunkGaussianHead(nn.Module):
-    """Embedding ``[*, D]`` -> ``(loc, scale)``, each ``[*, horizon, action_dim]``.
+    """Embedding ``[*, D]`` -> ``(loc, scale)``, each ``[*, chunk_size, action_dim]``.
 
     Args:
         embed_dim: size ``D`` of the backbone embedding.
-        horizon: chunk length ``h`` (the paper uses 4).
+        chunk_size: the chunk size ``h`` (the paper's action horizon; it uses 4).
+            ``horizon=`` is its deprecated old name, ``.horizon`` of the attribute.
         action_dim: size of one action (4 on MetaWorld).
         log_std_init: initial value of the learned log-std (``-1`` gives std 0.37, the
             value the prototype found to work).
@@ -55,10 +57,13 @@ class ChunkGaussianHead(nn.Module):
             so the scale never underflows to 0 or explodes.
     """
 
+    horizon = renamed_attribute("horizon", "chunk_size")
+
+    @renamed_kwarg("horizon", "chunk_size")
     def __init__(
         self,
         embed_dim: int,
-        horizon: int,
+        chunk_size: int,
         action_dim: int,
         *,
         log_std_init: float = -1.0,
@@ -66,21 +71,21 @@ class ChunkGaussianHead(nn.Module):
         log_std_max: float = 2.0,
     ) -> None:
         super().__init__()
-        if horizon < 1 or action_dim < 1 or embed_dim < 1:
+        if chunk_size < 1 or action_dim < 1 or embed_dim < 1:
             raise ValueError(
-                f"ChunkGaussianHead needs embed_dim, horizon and action_dim >= 1, got "
-                f"embed_dim={embed_dim}, horizon={horizon}, action_dim={action_dim}."
+                f"ChunkGaussianHead needs embed_dim, chunk_size and action_dim >= 1, got "
+                f"embed_dim={embed_dim}, chunk_size={chunk_size}, action_dim={action_dim}."
             )
         check_log_std_range(log_std_init, log_std_min, log_std_max)
-        self.horizon = horizon
+        self.chunk_size = chunk_size
         self.action_dim = action_dim
-        self.mean = nn.Linear(embed_dim, horizon * action_dim)
-        self.log_std = nn.Parameter(torch.full((horizon, action_dim), float(log_std_init)))
+        self.mean = nn.Linear(embed_dim, chunk_size * action_dim)
+        self.log_std = nn.Parameter(torch.full((chunk_size, action_dim), float(log_std_init)))
         self.log_std_min = log_std_min
         self.log_std_max = log_std_max
 
     def forward(self, embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        loc = full_precision(self.mean, embedding).unflatten(-1, (self.horizon, self.action_dim))
+        loc = full_precision(self.mean, embedding).unflatten(-1, (self.chunk_size, self.action_dim))
         log_std = self.log_std.clamp(self.log_std_min, self.log_std_max)
         scale = log_std.exp().expand_as(loc)
         return loc, scale
@@ -97,10 +102,11 @@ class ValueHead(nn.Module):
         return full_precision(self.value, embedding)
 
 
+@renamed_kwarg("horizon", "chunk_size")
 def make_chunk_actor_critic(
     backbone: TensorDictModule,
     embed_dim: int,
-    horizon: int,
+    chunk_size: int,
     action_dim: int,
     *,
     critic_backbone: TensorDictModule | None = None,
@@ -112,7 +118,8 @@ def make_chunk_actor_critic(
     Args:
         backbone: a ``TensorDictModule`` reading observation keys and writing
             ``embedding_key`` (``[*B, embed_dim]``).
-        embed_dim, horizon, action_dim: sizes, see :class:`ChunkGaussianHead`.
+        embed_dim, chunk_size, action_dim: sizes, see :class:`ChunkGaussianHead`
+            (``horizon=`` is the deprecated old name of ``chunk_size``).
         critic_backbone: a separate backbone for the critic; ``None`` shares ``backbone``
             between actor and critic (the paper's Fig. 1(a) layout).
         log_std_init: initial log-std of the chunk Gaussian.
@@ -120,12 +127,12 @@ def make_chunk_actor_critic(
 
     Returns:
         ``(actor, critic)``. The actor samples ``"action"`` of shape
-        ``[*B, horizon, action_dim]`` and writes its joint log-prob under
+        ``[*B, chunk_size, action_dim]`` and writes its joint log-prob under
         ``"action_log_prob"`` (shape ``[*B]``); the critic (a ``TensorDictSequential``
         of the backbone and the value head) writes ``"state_value"`` (``[*B, 1]``).
     """
     head = TensorDictModule(
-        ChunkGaussianHead(embed_dim, horizon, action_dim, log_std_init=log_std_init),
+        ChunkGaussianHead(embed_dim, chunk_size, action_dim, log_std_init=log_std_init),
         in_keys=[embedding_key],
         out_keys=["loc", "scale"],
     )

@@ -11,7 +11,7 @@ does for TorchRL's ``TinyVLA``:
   its mean is ACT's own deterministic chunk (latent ``z = 0``, the way ACT acts at
   inference), ``[*B, h, action_dim]``; its scale a learned, state-independent
   ``log sigma`` ``[h, action_dim]`` (:class:`~torchrl_chunk.modules.vla.VLAChunkScale`). When
-  ACT's ``chunk_size`` exceeds our horizon ``h``, the **first** ``h`` predicted actions
+  ACT's ``chunk_size`` exceeds ours (``h``), the **first** ``h`` predicted actions
   are the mean; the decoder still computes the others (set ``chunk_size=h`` for a fresh
   model to save that work). Acting deterministically returns ACT's chunk.
 * **critic** -- one ``Linear`` (:class:`~torchrl_chunk.modules.heads.ValueHead`) on ACT's
@@ -79,6 +79,7 @@ from tensordict.utils import NestedKey
 from torch import nn
 from torchrl.modules import ProbabilisticActor
 
+from torchrl_chunk._deprecation import renamed_attribute, renamed_kwarg
 from torchrl_chunk.keys import IMAGE_KEY, STATE_KEY
 from torchrl_chunk.modules.heads import EMBEDDING_KEY
 from torchrl_chunk.modules.vla import VLA_LOC_KEY, loc_actor_critic, make_vla_actor_critic
@@ -169,11 +170,12 @@ def _from_act(err: ImportError) -> bool:
     return False
 
 
+@renamed_kwarg("horizon", "chunk_size")
 def act_config(
     *,
     state_dim: int,
     action_dim: int,
-    horizon: int,
+    chunk_size: int,
     image_size: int | tuple[int, int] | None = None,
     camera: str = "image",
     **overrides: Any,
@@ -182,7 +184,8 @@ def act_config(
 
     Args:
         state_dim, action_dim: sizes of the env's state vector and of one action.
-        horizon: our chunk length ``h``; ACT's ``chunk_size`` and ``n_action_steps``.
+        chunk_size: our chunk size ``h``; ACT's ``chunk_size`` and ``n_action_steps``
+            (``horizon=`` is its deprecated old name).
         image_size: ``None`` -- state only: the state is ACT's ``observation.environment_state``
             (ACT needs an image or an env state); ``H`` or ``(H, W)`` -- one RGB camera
             ``observation.images.<camera>`` and the state as ``observation.state``.
@@ -208,8 +211,8 @@ def act_config(
     kwargs = {
         "input_features": inputs,
         "output_features": {"action": PolicyFeature(type=FeatureType.ACTION, shape=(action_dim,))},
-        "chunk_size": horizon,
-        "n_action_steps": horizon,
+        "chunk_size": chunk_size,
+        "n_action_steps": chunk_size,
         "pretrained_backbone_weights": None,
         "use_vae": False,
         "dropout": 0.0,
@@ -233,7 +236,7 @@ class ACTChunkModel(nn.Module):
 
     ``forward(batch)`` reads ``"observation.state"`` ``[B, D]`` (fed to every state input of
     the config) and the config's camera (``"observation.images.<camera>"`` ``[B, 3, H, W]``,
-    uint8 or float), runs ``policy.model`` with latent 0 and returns the first ``horizon``
+    uint8 or float), runs ``policy.model`` with latent 0 and returns the first ``chunk_size``
     actions of ACT's chunk (``action_stats`` un-normalised). On the way it calls
     ``self.features`` (an ``nn.Identity``) once on ACT's encoder output mean-pooled over
     tokens, ``[B, dim_model]``: the critic's input, caught by a hook
@@ -243,17 +246,21 @@ class ACTChunkModel(nn.Module):
     Args:
         policy: a ``lerobot.policies.act.modeling_act.ACTPolicy`` (single observation step,
             at most one camera).
-        horizon: ``h <= policy.config.chunk_size``.
+        chunk_size: ``h <= policy.config.chunk_size`` (``horizon=`` is its deprecated old
+            name, ``.horizon`` of the attribute).
 
     Keyword Args:
         state_stats, image_stats, action_stats: see the module docstring (``image_stats``
             ``"imagenet"`` -> :data:`IMAGENET_STATS`).
     """
 
+    horizon = renamed_attribute("horizon", "chunk_size")
+
+    @renamed_kwarg("horizon", "chunk_size")
     def __init__(
         self,
         policy: nn.Module,
-        horizon: int,
+        chunk_size: int,
         *,
         state_stats: Stats | None = None,
         image_stats: Stats | Literal["imagenet"] | None = "imagenet",
@@ -263,13 +270,13 @@ class ACTChunkModel(nn.Module):
         config = policy.config
         self.policy = policy
         self.features = nn.Identity()
-        chunk_size = int(config.chunk_size)
+        act_chunk = int(config.chunk_size)
         self.action_dim = int(config.action_feature.shape[0])
-        if not 1 <= horizon <= chunk_size:
+        if not 1 <= chunk_size <= act_chunk:
             raise ValueError(
-                f"ACT predicts chunks of {chunk_size} actions; the horizon must be 1..{chunk_size}, got {horizon}."
+                f"ACT predicts chunks of {act_chunk} actions; chunk_size must be 1..{act_chunk}, got {chunk_size}."
             )
-        self.horizon = horizon
+        self.chunk_size = chunk_size
         cameras = list(config.image_features)
         if len(cameras) > 1:
             raise ValueError(f"ACTChunkModel feeds one camera, the config has {len(cameras)}: {cameras}.")
@@ -342,7 +349,7 @@ class ACTChunkModel(nn.Module):
             chunk = self.policy.model(act_batch)[0]  # no "action" in the batch: latent 0, no VAE
         finally:
             hook.remove()
-        chunk = chunk[:, : self.horizon].float()
+        chunk = chunk[:, : self.chunk_size].float()
         if self.action_mean is not None:
             chunk = chunk * self.action_std + self.action_mean
         features = self.features(caught[-1].mean(0))  # [tokens, B, D] -> [B, D]
@@ -370,10 +377,11 @@ def _set_dropout(module: nn.Module, p: float) -> None:
             m.dropout = p
 
 
+@renamed_kwarg("horizon", "chunk_size")
 def make_act_actor_critic(
     config_or_policy: Any,
     *,
-    horizon: int,
+    chunk_size: int,
     action_dim: int,
     log_std_init: float = -1.0,
     dropout: float | None = 0.0,
@@ -394,8 +402,9 @@ def make_act_actor_critic(
             most one camera.
 
     Keyword Args:
-        horizon: the chunk ``h`` of the env and the losses; ``<= chunk_size`` (the first
-            ``h`` of ACT's actions are the mean).
+        chunk_size: the chunk size ``h`` of the env and the losses; ``<=`` ACT's
+            ``config.chunk_size`` (the first ``h`` of ACT's actions are the mean).
+            ``horizon=`` is its deprecated old name.
         action_dim: must equal the config's action size.
         log_std_init: initial ``log sigma`` of the chunk Gaussian.
         dropout: set on every dropout of the ACT (``None`` leaves them).
@@ -429,18 +438,18 @@ def make_act_actor_critic(
     if dropout is not None:
         _set_dropout(policy, float(dropout))
     model = ACTChunkModel(
-        policy, horizon, state_stats=state_stats, image_stats=image_stats, action_stats=action_stats
+        policy, chunk_size, state_stats=state_stats, image_stats=image_stats, action_stats=action_stats
     )
     if model.image_key is not None:
         from torchrl.modules.vla import LeRobotPolicyWrapper
 
         camera = model.image_key.removeprefix(OBS_IMAGES + ".")
         vla = LeRobotPolicyWrapper(
-            model, action_dim=action_dim, chunk_size=horizon, camera_name=camera, use_state=model.uses_state,
+            model, action_dim=action_dim, chunk_size=chunk_size, camera_name=camera, use_state=model.uses_state,
             image_key=image_key, state_key=state_key,
         )
         return make_vla_actor_critic(
-            vla, horizon=horizon, action_dim=action_dim, instructions="", feature_module="policy.features",
+            vla, chunk_size=chunk_size, action_dim=action_dim, instructions="", feature_module="policy.features",
             embed_dim=model.dim_model, log_std_init=log_std_init, example=example, image_key=image_key,
             state_key=state_key, image_layout=image_layout,
         )
@@ -448,7 +457,7 @@ def make_act_actor_critic(
     if example is not None:
         with torch.no_grad():
             backbone(example.select(state_key, strict=True).clone(False))
-    actor, critic = loc_actor_critic(backbone, horizon=horizon, action_dim=action_dim, embed_dim=model.dim_model,
+    actor, critic = loc_actor_critic(backbone, chunk_size=chunk_size, action_dim=action_dim, embed_dim=model.dim_model,
                                      log_std_init=log_std_init)
     return actor, critic
 

@@ -20,6 +20,7 @@ from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModule
 from torch import nn
 
+from torchrl_chunk._deprecation import renamed_kwarg
 from torchrl_chunk.keys import STATE_KEY, TASK_ID_KEY
 from torchrl_chunk.modules.heads import EMBEDDING_KEY, make_chunk_actor_critic
 
@@ -75,11 +76,12 @@ class StateEncoder(nn.Module):
         return self.net(x)
 
 
+@renamed_kwarg("horizon", "chunk_size")
 def make_mlp_actor_critic(
     obs_mean: torch.Tensor,
     obs_std: torch.Tensor,
     *,
-    horizon: int = 4,
+    chunk_size: int = 4,
     action_dim: int = 4,
     hidden: Sequence[int] = (256, 256),
     num_tasks: int = 10,
@@ -90,7 +92,8 @@ def make_mlp_actor_critic(
     """The CPU default actor (ReLU MLP) and critic (Tanh MLP, its own trunk by default).
 
     Returns ``(actor, critic)`` as :func:`~torchrl_chunk.modules.make_chunk_actor_critic`
-    does. ``separate_critic=False`` shares the actor's trunk (the paper's Fig. 1(a)).
+    does, with chunks of ``chunk_size`` (``h``; ``horizon=`` is its deprecated old name).
+    ``separate_critic=False`` shares the actor's trunk (the paper's Fig. 1(a)).
     """
 
     def encoder(activation):
@@ -107,7 +110,7 @@ def make_mlp_actor_critic(
     critic_backbone = encoder(nn.Tanh) if separate_critic else None
     embed_dim = hidden[-1] if hidden else obs_mean.shape[0] + task_embed_dim
     return make_chunk_actor_critic(
-        backbone, embed_dim, horizon, action_dim,
+        backbone, embed_dim, chunk_size, action_dim,
         critic_backbone=critic_backbone, log_std_init=log_std_init,
     )
 

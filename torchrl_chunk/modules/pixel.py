@@ -11,6 +11,7 @@ import torch
 from tensordict.nn import TensorDictModule
 from torch import nn
 
+from torchrl_chunk._deprecation import renamed_kwarg
 from torchrl_chunk.keys import IMAGE_KEY, TASK_ID_KEY
 from torchrl_chunk.modules.heads import EMBEDDING_KEY, make_chunk_actor_critic
 
@@ -50,9 +51,10 @@ class PixelEncoder(nn.Module):
         return self.out(x).reshape(*batch, -1)
 
 
+@renamed_kwarg("horizon", "chunk_size")
 def make_pixel_actor_critic(
     *,
-    horizon: int = 4,
+    chunk_size: int = 4,
     action_dim: int = 4,
     channels: int = 32,
     embed_dim: int = 256,
@@ -60,7 +62,10 @@ def make_pixel_actor_critic(
     separate_critic: bool = False,
     log_std_init: float = -1.0,
 ):
-    """Actor and critic over :class:`PixelEncoder` (shared trunk by default, as in Fig. 1(a))."""
+    """Actor and critic over :class:`PixelEncoder` (shared trunk by default, as in Fig. 1(a)).
+
+    ``chunk_size`` is the chunk size ``h`` (``horizon=`` is its deprecated old name).
+    """
 
     def encoder():
         return TensorDictModule(
@@ -70,7 +75,7 @@ def make_pixel_actor_critic(
         )
 
     return make_chunk_actor_critic(
-        encoder(), embed_dim, horizon, action_dim,
+        encoder(), embed_dim, chunk_size, action_dim,
         critic_backbone=encoder() if separate_critic else None, log_std_init=log_std_init,
     )
 

@@ -71,6 +71,7 @@ from tensordict.utils import NestedKey
 from torch import nn
 from torchrl.modules import IndependentNormal, ProbabilisticActor
 
+from torchrl_chunk._deprecation import renamed_attribute, renamed_kwarg
 from torchrl_chunk.keys import ACTION_KEY, IMAGE_KEY, SAMPLE_LOG_PROB_KEY, STATE_KEY, TASK_ID_KEY
 from torchrl_chunk.modules.heads import EMBEDDING_KEY, ValueHead, check_log_std_range
 
@@ -220,28 +221,32 @@ class VLAChunkScale(nn.Module):
     ``sigma = exp(clamp(log_std))`` with ``log_std`` a learned ``[h, A]`` parameter (state
     independent, as in :class:`~torchrl_chunk.modules.heads.ChunkGaussianHead`). Both
     outputs are fp32, also under bf16 autocast (the log-probs and the ratio of Eq. 3).
-    ``horizon`` is what ``ChunkClipPPOLoss`` checks its own ``horizon`` against.
+    ``chunk_size`` (``h``) is what ``ChunkClipPPOLoss`` checks its own ``chunk_size`` against
+    (``horizon`` is the deprecated old name, of the keyword and the attribute).
     """
 
+    horizon = renamed_attribute("horizon", "chunk_size")
+
+    @renamed_kwarg("horizon", "chunk_size")
     def __init__(
-        self, horizon: int, action_dim: int, *, log_std_init: float = -1.0,
+        self, chunk_size: int, action_dim: int, *, log_std_init: float = -1.0,
         log_std_min: float = -5.0, log_std_max: float = 2.0,
     ) -> None:
         super().__init__()
-        if horizon < 1 or action_dim < 1:
-            raise ValueError(f"horizon and action_dim must be >= 1, got {horizon} and {action_dim}.")
+        if chunk_size < 1 or action_dim < 1:
+            raise ValueError(f"chunk_size and action_dim must be >= 1, got {chunk_size} and {action_dim}.")
         check_log_std_range(log_std_init, log_std_min, log_std_max)
-        self.horizon = horizon
+        self.chunk_size = chunk_size
         self.action_dim = action_dim
-        self.log_std = nn.Parameter(torch.full((horizon, action_dim), float(log_std_init)))
+        self.log_std = nn.Parameter(torch.full((chunk_size, action_dim), float(log_std_init)))
         self.log_std_min = log_std_min
         self.log_std_max = log_std_max
 
     def forward(self, loc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if loc.shape[-2:] != (self.horizon, self.action_dim):
+        if loc.shape[-2:] != (self.chunk_size, self.action_dim):
             raise ValueError(
                 f"The VLA emitted chunks of shape {tuple(loc.shape[-2:])}, the policy is built for "
-                f"({self.horizon}, {self.action_dim})."
+                f"({self.chunk_size}, {self.action_dim})."
             )
         loc = loc.float()
         scale = self.log_std.clamp(self.log_std_min, self.log_std_max).exp().expand_as(loc)
@@ -268,10 +273,11 @@ def _check_vla(vla: nn.Module) -> None:
         )
 
 
+@renamed_kwarg("horizon", "chunk_size")
 def make_vla_actor_critic(
     vla: nn.Module,
     *,
-    horizon: int,
+    chunk_size: int,
     action_dim: int,
     instructions: Instructions = None,
     feature_module: str | nn.Module = "trunk",
@@ -291,8 +297,9 @@ def make_vla_actor_critic(
             ``TinyVLA(action_dim=4, chunk_size=4)``.
 
     Keyword Args:
-        horizon, action_dim: the chunk ``h`` and action size the losses and the env use;
-            they must equal ``vla.chunk_size`` and ``vla.action_dim`` (``ValueError``).
+        chunk_size, action_dim: the chunk size ``h`` and action size the losses and the env
+            use; they must equal ``vla.chunk_size`` and ``vla.action_dim`` (``ValueError``).
+            ``horizon=`` is the deprecated old name of ``chunk_size``.
         instructions, feature_module, state_stats, image_layout: see
             :class:`VLAChunkBackbone`.
         embed_dim: size of the features; ``None`` reads it from ``example``'s pass or
@@ -310,10 +317,10 @@ def make_vla_actor_critic(
         (``actor.module[0].module[0]``), so ``ChunkClipPPOLoss`` runs the VLA once.
     """
     _check_vla(vla)
-    if (vla.chunk_size, vla.action_dim) != (horizon, action_dim):
+    if (vla.chunk_size, vla.action_dim) != (chunk_size, action_dim):
         raise ValueError(
             f"The VLA emits chunks of {vla.chunk_size} actions of size {vla.action_dim}, but the policy is "
-            f"asked for horizon={horizon}, action_dim={action_dim}: build the VLA with chunk_size={horizon}, "
+            f"asked for chunk_size={chunk_size}, action_dim={action_dim}: build the VLA with chunk_size={chunk_size}, "
             f"action_dim={action_dim} (the env's and the loss's h)."
         )
     core = VLAChunkBackbone(
@@ -340,17 +347,18 @@ def make_vla_actor_critic(
         embed_dim = getattr(vla, "hidden_dim", None)
     if embed_dim is None:
         raise ValueError("Cannot tell the feature size: pass embed_dim= or example=.")
-    return loc_actor_critic(backbone, horizon=horizon, action_dim=action_dim, embed_dim=int(embed_dim),
+    return loc_actor_critic(backbone, chunk_size=chunk_size, action_dim=action_dim, embed_dim=int(embed_dim),
                             log_std_init=log_std_init)
 
 
-def loc_actor_critic(backbone: TensorDictModule, *, horizon: int, action_dim: int, embed_dim: int,
+@renamed_kwarg("horizon", "chunk_size")
+def loc_actor_critic(backbone: TensorDictModule, *, chunk_size: int, action_dim: int, embed_dim: int,
                      log_std_init: float = -1.0) -> tuple[ProbabilisticActor, TensorDictSequential]:
     """Actor and critic around a backbone that writes the policy's own chunk (``VLA_LOC_KEY``,
     the Gaussian's mean) and its features (``"embedding"``, the value head's input): the shared
     part of :func:`make_vla_actor_critic` and ``lerobot_act.make_act_actor_critic``."""
     scale = TensorDictModule(
-        VLAChunkScale(horizon, action_dim, log_std_init=log_std_init), in_keys=[VLA_LOC_KEY], out_keys=["loc", "scale"]
+        VLAChunkScale(chunk_size, action_dim, log_std_init=log_std_init), in_keys=[VLA_LOC_KEY], out_keys=["loc", "scale"]
     )
     actor = ProbabilisticActor(
         TensorDictSequential(backbone, scale),

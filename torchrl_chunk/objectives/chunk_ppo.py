@@ -14,6 +14,7 @@ from tensordict.utils import NestedKey
 from torchrl.objectives import ClipPPOLoss
 from torchrl.objectives.utils import ValueEstimators
 
+from torchrl_chunk._deprecation import renamed_attribute, renamed_kwarg
 from torchrl_chunk.keys import STEPS_EXECUTED_KEY
 from torchrl_chunk.precision import Precision, check_precision, loss_autocast
 from torchrl_chunk.objectives.shared_backbone import (
@@ -83,10 +84,18 @@ class _UnderPrecision:
         return getattr(self._estimator, name)
 
 
-def _actor_horizon(actor) -> int | None:
-    """The chunk length an actor declares (a submodule with an integer ``horizon``), if any."""
-    found = {m.horizon for m in actor.modules() if isinstance(getattr(m, "horizon", None), int)
-             and not isinstance(getattr(m, "horizon"), bool) and m is not actor}
+def _declared_chunk_size(module) -> int | None:
+    """A module's integer ``chunk_size``, or (a module of the user's written before the rename)
+    an integer ``horizon`` it stores itself; read without touching deprecated properties."""
+    for value in (getattr(module, "chunk_size", None), vars(module).get("horizon")):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
+def _actor_chunk_size(actor) -> int | None:
+    """The chunk size an actor declares (a submodule with an integer ``chunk_size``), if any."""
+    found = {_declared_chunk_size(m) for m in actor.modules() if m is not actor} - {None}
     return found.pop() if len(found) == 1 else None
 
 
@@ -118,16 +127,16 @@ class ChunkClipPPOLoss(ClipPPOLoss):
 
     This class is TorchRL's :class:`~torchrl.objectives.ClipPPOLoss` with three changes:
 
-    * **validation** (for ``horizon`` ``None`` or ``> 1``): the actor's log-prob must be
+    * **validation** (for ``chunk_size`` ``None`` or ``> 1``): the actor's log-prob must be
       one scalar per advantage entry (the joint chunk likelihood). An actor whose
       distribution has an event over the action dim only (TorchRL's default
       ``event_dim=1``) yields ``[*B, h]`` log-probs, which the parent silently turns into
       per-action PPO; here it raises ``ValueError``, as does an action with fewer dims
-      than the policy's samples (it would be broadcast). With ``horizon=h > 1`` the
-      action must be ``[*B, h, action_dim]``. ``horizon=1`` skips every check: the loss
+      than the policy's samples (it would be broadcast). With ``chunk_size=h > 1`` the
+      action must be ``[*B, h, action_dim]``. ``chunk_size=1`` skips every check: the loss
       is then ``ClipPPOLoss`` itself and accepts all it accepts (per-step actions,
       composite distributions, multi-agent batches, ``reduction``, asymmetric
-      ``clip_epsilon``, ``functional=False``, ...). ``horizon=None`` does too, except
+      ``clip_epsilon``, ``functional=False``, ...). ``chunk_size=None`` does too, except
       token-level ratios (several log-probs per advantage entry).
     * **paper defaults**: ``clip_epsilon=0.2``, clipped value loss with the same 0.2,
       ``loss_critic_type="l2"`` (squared error), ``critic_coeff=0.5``,
@@ -171,8 +180,9 @@ class ChunkClipPPOLoss(ClipPPOLoss):
         critic_network: the value network writing ``"state_value"``.
 
     Keyword Args:
-        horizon: chunk length ``h``; ``h > 1`` is checked against the action, ``1``
-            makes the loss plain ``ClipPPOLoss`` (see above).
+        chunk_size: the chunk size ``h`` (the paper's action horizon); ``h > 1`` is checked
+            against the action, ``1`` makes the loss plain ``ClipPPOLoss`` (see above).
+            ``horizon=`` is its deprecated old name.
         discount: ``"chunk"`` or ``"step"``, see above.
         gamma, lmbda: GAE discount and lambda.
         deactivate_vmap: evaluate the critic in GAE without ``torch.vmap`` (needed for
@@ -190,12 +200,13 @@ class ChunkClipPPOLoss(ClipPPOLoss):
     Keys (``set_keys``): ClipPPOLoss's (``advantage``, ``value_target``, ``value``,
     ``sample_log_prob``, ``action``, ``reward``, ``done``, ``terminated``) and
     ``steps_to_next_obs`` (default ``("next", "steps_executed")``: the value estimator
-    discounts by it when ``discount="step"``, and for ``horizon`` > 1 it must be in the batch
+    discounts by it when ``discount="step"``, and for ``chunk_size`` > 1 it must be in the batch
     whatever the discount, as the sign that each decision's reward covers its executed steps;
     TorchRL's ``MultiAction`` data is refused with the way out, ``ChunkedEnv``).
 
-    Attributes: ``shared_backbone`` (bool, read-only) says whether the one-pass path is
-    on; ``precision`` can be changed between updates.
+    Attributes: ``chunk_size`` (``h``, as given; ``horizon`` is its deprecated alias);
+    ``shared_backbone`` (bool, read-only) says whether the one-pass path is on;
+    ``precision`` can be changed between updates.
 
     Outputs: ``loss_objective``, ``loss_critic``, ``loss_entropy`` (sum them) and the
     parent's detached diagnostics: ``clip_fraction`` (share of clipped ratios),
@@ -205,8 +216,8 @@ class ChunkClipPPOLoss(ClipPPOLoss):
     with the host.
 
     Example:
-        >>> actor, critic = make_chunk_actor_critic(backbone, 64, horizon=4, action_dim=4)
-        >>> loss = ChunkClipPPOLoss(actor, critic, horizon=4)
+        >>> actor, critic = make_chunk_actor_critic(backbone, 64, chunk_size=4, action_dim=4)
+        >>> loss = ChunkClipPPOLoss(actor, critic, chunk_size=4)
         >>> with torch.no_grad():
         ...     loss.value_estimator(rollout)  # GAE: writes advantage and value_target
         >>> out = loss(rollout.reshape(-1))
@@ -228,12 +239,15 @@ class ChunkClipPPOLoss(ClipPPOLoss):
     default_keys = _AcceptedKeys
     tensor_keys: _AcceptedKeys
 
+    horizon = renamed_attribute("horizon", "chunk_size")
+
+    @renamed_kwarg("horizon", "chunk_size")
     def __init__(
         self,
         actor_network=None,
         critic_network=None,
         *,
-        horizon: int | None = None,
+        chunk_size: int | None = None,
         discount: DiscountMode = "chunk",
         gamma: float = 0.99,
         lmbda: float = 0.95,
@@ -252,8 +266,8 @@ class ChunkClipPPOLoss(ClipPPOLoss):
         check_precision(precision)
         if discount not in ("chunk", "step"):
             raise ValueError(f"discount must be 'chunk' or 'step', got {discount!r}.")
-        if horizon is not None and horizon < 1:
-            raise ValueError(f"horizon must be >= 1, got {horizon}.")
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}.")
         if not 0.0 <= gamma <= 1.0 or not 0.0 <= lmbda <= 1.0:
             raise ValueError(f"gamma and lmbda must lie in [0, 1], got gamma={gamma}, lmbda={lmbda}.")
         self.discount = discount  # read by the key hooks that ClipPPOLoss.__init__ runs
@@ -267,12 +281,13 @@ class ChunkClipPPOLoss(ClipPPOLoss):
             entropy_coeff=entropy_coeff,
             **kwargs,
         )
-        self.horizon = horizon
-        declared = _actor_horizon(actor_network) if horizon not in (None, 1) and actor_network is not None else None
-        if declared is not None and declared != horizon:
+        self.chunk_size = chunk_size
+        declared = (_actor_chunk_size(actor_network)
+                    if chunk_size not in (None, 1) and actor_network is not None else None)
+        if declared is not None and declared != chunk_size:
             raise ValueError(
-                f"ChunkClipPPOLoss(horizon={horizon}) got an actor built for chunks of {declared}: "
-                "use the same h for the policy, the env and the loss.")
+                f"ChunkClipPPOLoss(chunk_size={chunk_size}) got an actor built for chunks of {declared}: "
+                "use the same chunk_size h for the policy, the env and the loss.")
         self._gae_kwargs = {"gamma": gamma, "lmbda": lmbda, "deactivate_vmap": deactivate_vmap}
         self.register_load_state_dict_pre_hook(_build_estimator_to_load)
         self.precision = precision
@@ -354,7 +369,7 @@ class ChunkClipPPOLoss(ClipPPOLoss):
         step_discount = getattr(self, "discount", "chunk") == "step"
         if step_discount:
             estimator.set_keys(steps_to_next_obs=self.tensor_keys.steps_to_next_obs)
-        chunked = getattr(self, "horizon", None) not in (None, 1)
+        chunked = getattr(self, "chunk_size", None) not in (None, 1)
         old = getattr(estimator, "_chunk_data_check", None)
         if old is not None:
             old.remove()
@@ -377,7 +392,7 @@ class ChunkClipPPOLoss(ClipPPOLoss):
     # -- validation -------------------------------------------------------------------
     @property
     def _checks_chunks(self) -> bool:
-        return self.horizon != 1
+        return self.chunk_size != 1
 
     def _check_action(self, tensordict: TensorDictBase) -> None:
         key = self.tensor_keys.action
@@ -389,18 +404,18 @@ class ChunkClipPPOLoss(ClipPPOLoss):
                 f"ChunkClipPPOLoss: the batch has no action under {key!r}. "
                 "Pass the rollout collected with the chunk actor, or set_keys(action=...)."
             )
-        if not isinstance(action, torch.Tensor) or self.horizon is None:
+        if not isinstance(action, torch.Tensor) or self.chunk_size is None:
             return
         batch_dims = tensordict.batch_dims
         if action.ndim != batch_dims + 2:
             raise ValueError(
-                f"ChunkClipPPOLoss(horizon={self.horizon}) expects actions shaped [*batch, h, "
+                f"ChunkClipPPOLoss(chunk_size={self.chunk_size}) expects actions shaped [*batch, h, "
                 f"action_dim] (batch {tuple(tensordict.batch_size)}), got {tuple(action.shape)}. "
-                "A single action per step is horizon=1."
+                "A single action per step is chunk_size=1."
             )
-        if action.shape[-2] != self.horizon:
+        if action.shape[-2] != self.chunk_size:
             raise ValueError(
-                f"ChunkClipPPOLoss(horizon={self.horizon}) got chunks of length "
+                f"ChunkClipPPOLoss(chunk_size={self.chunk_size}) got chunks of length "
                 f"{action.shape[-2]} (action shape {tuple(action.shape)}). Use the same h "
                 "for the policy, the env and the loss."
             )

@@ -264,7 +264,7 @@ class SelfBCLoss(LossModule):
         if mean.shape != target.shape:
             raise ValueError(
                 f"SelfBCLoss: the policy predicts chunks of shape {tuple(mean.shape)} but "
-                f"the demo chunks are {tuple(target.shape)}: horizon or action_dim differ "
+                f"the demo chunks are {tuple(target.shape)}: chunk_size or action_dim differ "
                 "between the policy and the demo buffer."
             )
         mask = valid.unsqueeze(-1).to(target.dtype)  # [*B, h, 1]

@@ -41,7 +41,7 @@ def obs(batch, window, size=128, seed=0):
 def test_full_size_parameter_counts():
     m = OctoTransformer(OctoConfig())
     assert count_parameters(m) == 25_338_496  # spec 5.1, backbone without heads
-    actor, critic = make_octo_actor_critic(OctoConfig(), horizon=4, action_dim=7, instructions=table())
+    actor, critic = make_octo_actor_critic(OctoConfig(), chunk_size=4, action_dim=7, instructions=table())
     params = {id(p): p for p in list(actor.parameters()) + list(critic.parameters())}
     # spec 5.1: backbone + Linear(384, 28) + 28 log-stds + Linear(384, 1)
     assert sum(p.numel() for p in params.values()) == 25_349_689
@@ -51,7 +51,7 @@ def test_full_size_parameter_counts():
 def test_actor_critic_shapes_and_shared_backbone(window):
     torch.manual_seed(0)
     cfg = OctoConfig.tiny(window_size=window)
-    actor, critic = make_octo_actor_critic(cfg, horizon=4, action_dim=4, instructions=table())
+    actor, critic = make_octo_actor_critic(cfg, chunk_size=4, action_dim=4, instructions=table())
     td = obs((5,), window)
     actor(td)
     assert td["action"].shape == (5, 4, 4)
@@ -242,3 +242,15 @@ def test_convert_instructions_are_passed_in(tmp_path, capsys, monkeypatch):
         main(["instructions", str(tmp_path), str(tmp_path / "t.pt"), "--file", str(tmp_path / "none.txt")])
     err = capsys.readouterr().err
     assert info.value.code == 2 and "none.txt" in err and err.count("\n") == 1
+
+
+def test_make_octo_actor_critic_takes_chunk_size_and_still_the_old_keyword():
+    from torchrl_chunk.modules import chunk_head
+
+    cfg = OctoConfig.tiny(window_size=1)
+    assert chunk_head(make_octo_actor_critic(cfg, 3, 4, instructions=table())[0]).chunk_size == 3  # by position
+    with pytest.warns(DeprecationWarning, match="`horizon=` is deprecated, use `chunk_size=`"):
+        actor, _ = make_octo_actor_critic(cfg, horizon=3, action_dim=4, instructions=table())
+    assert chunk_head(actor).log_std.shape == (3, 4)
+    with pytest.raises(TypeError, match="both"):
+        make_octo_actor_critic(cfg, 3, horizon=3, instructions=table())

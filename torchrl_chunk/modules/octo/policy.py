@@ -39,6 +39,7 @@ from tensordict.nn import TensorDictModule, TensorDictSequential
 from torch import nn
 from torchrl.modules import ProbabilisticActor
 
+from torchrl_chunk._deprecation import renamed_kwarg
 from torchrl_chunk.keys import IMAGE_KEY, TASK_ID_KEY
 from torchrl_chunk.modules.heads import EMBEDDING_KEY, make_chunk_actor_critic
 from torchrl_chunk.modules.octo.config import OctoConfig
@@ -257,9 +258,10 @@ def make_octo_backbone(
     return TensorDictModule(backbone, in_keys=in_keys, out_keys=[out_key])
 
 
+@renamed_kwarg("horizon", "chunk_size")
 def make_octo_actor_critic(
     config: OctoConfig | None = None,
-    horizon: int = 4,
+    chunk_size: int = 4,
     action_dim: int = 4,
     *,
     instructions: InstructionEmbeddings | torch.Tensor | Sequence[str] | Path,
@@ -275,7 +277,9 @@ def make_octo_actor_critic(
 
     Args:
         config: :class:`OctoConfig` (default octo-small-1.5, or the checkpoint's).
-        horizon, action_dim: chunk size ``h`` and action size (MetaWorld: 4, 4).
+        chunk_size, action_dim: chunk size ``h`` and action size (MetaWorld: 4, 4);
+            ``horizon=`` is the deprecated old name of ``chunk_size``. (The config's
+            ``action_horizon`` is Octo's own name for its pretrained head's chunk.)
         instructions: the task instruction table (see :func:`as_instruction_table`).
         checkpoint: pretrained weights (official directory or our torch file).
         separate_critic: give the critic its own copy of the backbone (initialised with
@@ -303,7 +307,7 @@ def make_octo_actor_critic(
     return make_chunk_actor_critic(
         backbone,
         embed_dim,
-        horizon,
+        chunk_size,
         action_dim,
         critic_backbone=critic_backbone,
         log_std_init=log_std_init,
