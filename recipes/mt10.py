@@ -14,8 +14,10 @@ One job per (algorithm, task, seed), single-task post-training as in the paper:
         -> epochs of beta_t * L_PPO + L_BC minibatches -> step beta_t -> quick eval
     and finally the 128 fixed evaluation configurations (Table I).
 
-This file is the loop; ``mt10_utils.py`` builds its parts, ``mt10_config.py`` checks the settings, and ``torchrl_chunk.experiment``
-keeps run directories, crash-safe checkpoints and process shards. A run directory holds the
+This file is the job and its loop; ``mt10_utils.py`` builds its parts and ``mt10_config.py``
+checks the settings and plans the run. ``torchrl_chunk.experiment.launch`` runs the jobs (here,
+in ``parallel_tasks`` processes or as Ray tasks), skips those a resumed run finished, keeps
+crash-safe checkpoints, and says every error and stop in one line. A run directory holds the
 resolved config, logs, per-job checkpoints and demo buffers, and at the end results.md /
 results.csv (Table I layout) and learning-curve PNGs.
 """
@@ -24,7 +26,6 @@ from __future__ import annotations
 
 import sys
 import time
-from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import hydra
@@ -32,11 +33,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-import mt10_jobs as jobs
 import mt10_utils as u
-from mt10_config import env_workers, prepare_run, ray_settings, resolve_seeds, resolve_tasks
+from mt10_config import plan_run
 from torchrl_chunk.envs import WorkerError
-from torchrl_chunk.experiment import CheckpointError, IterationLog, StopRequested, StopSignals, map_shards, shard, stop
+from torchrl_chunk.experiment import (
+    CheckpointError, IterationLog, JobError, JobId, StopRequested, last_good_checkpoint, launch, stop)
 from torchrl_chunk.keys import STEPS_EXECUTED_KEY
 
 
@@ -46,39 +47,45 @@ ONE_LINE_ERRORS = (CheckpointError, FloatingPointError, ValueError, OSError, Wor
 GL_ERRORS = ("Pixel observations need MuJoCo rendering", "Could not create an offscreen OpenGL context")
 
 
-def run_job(cfg: DictConfig, algo: str, task: str, job_dir: Path, position: int = 0) -> dict:
-    done = u.finished_result(cfg, job_dir)  # finished before a resume, with the same eval protocol
-    if done is not None:
-        return done
+def run_job(settings: dict | DictConfig, job: JobId, job_dir: Path, position: int = 0) -> dict:
+    """One (algorithm, task, seed) job, wherever the launcher runs it: its ``result.json`` record.
+
+    Every failure it knows ends as a :class:`JobError` with one line (the traceback in
+    ``error.log``); a stop signal at a safe point, as :class:`StopRequested`."""
+    cfg = OmegaConf.create(settings)  # the run's settings, with the job's seed: everything it draws derives from it
+    cfg.seed = int(job.seed)
+    algo, task = job.algo, job.task
     try:
         return train_and_evaluate(cfg, algo, task, job_dir, position)
+    except JobError:  # already its one line
+        raise
     except (*ONE_LINE_ERRORS, RuntimeError, KeyboardInterrupt) as err:  # incl. a diverged env or policy, a full disk
         signum = stop.requested()
         if signum is not None and isinstance(err, (WorkerError, KeyboardInterrupt)):  # its env workers got it too
-            ckpt, iteration, _ = u.last_good_checkpoint(job_dir)
+            ckpt, iteration, _ = last_good_checkpoint(job_dir)
             raise StopRequested(signum, f"{algo}/{task} (seed {cfg.seed}) stopped mid-iteration (its env workers got "
                                 "the signal too); " + (f"its last good checkpoint is {ckpt} (iteration {iteration})"
                                                        if ckpt else "it has no checkpoint yet")) from err
         if isinstance(err, ONE_LINE_ERRORS) or str(err).startswith(GL_ERRORS):  # the traceback goes to error.log
-            raise SystemExit(u.stop_message(algo, task, job_dir, err)) from err
+            raise JobError(u.stop_message(algo, task, job_dir, err)) from err
         raise
 
 
 def train_and_evaluate(cfg: DictConfig, algo: str, task: str, job_dir: Path, position: int) -> dict:
     t_start = time.time()
     job = u.make_job(cfg, algo, task, job_dir)  # restores the job's checkpoint, if any
-    wall_before = job.state["wall_time_s"]  # spent before a resume
+    wall_before = job.state.wall_time_s  # spent before a resume
 
     def wall() -> float:  # seconds spent on this job, across resumes
         return wall_before + time.time() - t_start
 
     try:
-        if job.state["phase"] == "sft":
+        if job.state.phase == "sft":
             sft(cfg, job)
-            job.state["phase"] = "rl" if job.spec.ppo else "eval"
+            job.state.phase = "rl" if job.spec.ppo else "eval"
             u.save_checkpoint(job, wall())
             stop.check(lambda: f"{algo}/{task} (seed {cfg.seed}) checkpointed after its SFT ({job_dir / 'checkpoint'})")
-        if job.state["phase"] == "rl":
+        if job.state.phase == "rl":
             post_train(cfg, job, position, wall)
         record = int(cfg.eval.video_episodes) if cfg.env.from_pixels else 0  # episodes 0 .. record-1
         u.close_eval_envs(job)  # the quick evaluations' workers: the final one builds its own
@@ -99,7 +106,7 @@ def sft(cfg: DictConfig, job: u.Job) -> None:
                            "starts again on resume")
         out = job.bc(job.buffer.sample(int(cfg.bc.pretrain_batch_size)).to(job.device))
         if not torch.isfinite(out["loss_bc"]):
-            raise SystemExit(
+            raise JobError(
                 f"error: {job.algo}/{job.task}: the SFT loss became {out['loss_bc'].item()}; lower "
                 "bc.pretrain_lr or check the demos. Nothing was checkpointed."
             )
@@ -112,19 +119,19 @@ def post_train(cfg: DictConfig, job: u.Job, position: int, wall) -> None:
     """Fig. 1(b): collect -> admit -> GAE -> PPO+BC epochs -> beta step -> eval, until the budget."""
     state, buffer, total = job.state, job.buffer, int(cfg.train.total_env_steps)
     collector = u.make_collector(cfg, job)  # here, or Ray actors (collector.backend=ray)
-    bar = tqdm(total=total, initial=state["env_steps"], desc=f"{job.algo} {job.task}", position=position,
+    bar = tqdm(total=total, initial=state.env_steps, desc=f"{job.algo} {job.task}", position=position,
                unit="step", dynamic_ncols=True, file=sys.stdout, mininterval=2.0)
     buffer.length_weighting = float(cfg.buffer.length_weighting)  # SFT sampled uniformly
     try:  # the collector's workers stop on every path, an error of the first evaluation included
-        stop.check(lambda: f"{job.algo}/{job.task} (seed {cfg.seed}) checkpointed at iteration {state['iteration']} "
+        stop.check(lambda: f"{job.algo}/{job.task} (seed {cfg.seed}) checkpointed at iteration {state.iteration} "
                            f"({job.dir / 'checkpoint'})")  # a stop while the job was built: nothing new to save
-        if state["iteration"] == 0:
-            state["history"].append({"env_steps": 0, **u.evaluate(cfg, job, cfg.train.quick_eval_episodes,
+        if state.iteration == 0:
+            state.history.append({"env_steps": 0, **u.evaluate(cfg, job, cfg.train.quick_eval_episodes,
                                                                   collector=collector)})
-        while state["env_steps"] < total:
+        while state.env_steps < total:
             log = IterationLog()
             with log.timer("collect"):  # whole fresh episodes, seeded by (seed, iteration)
-                data = u.collect(collector, int(cfg.seed), state["iteration"])
+                data = u.collect(collector, int(cfg.seed), state.iteration)
             steps = int(data["next", STEPS_EXECUTED_KEY].sum())
             with log.timer("admit"):  # offer every finished episode; the buffer admits short successes
                 if job.spec.bc:
@@ -143,118 +150,32 @@ def post_train(cfg: DictConfig, job: u.Job, position: int, wall) -> None:
                         log.add_update(out, u.optimizer_step(cfg, job, out))
             if cfg.schedule.unit == "env_steps":
                 job.loss.schedule.step(steps)  # beta_t (Eq. 8), t in env steps
-            state["env_steps"] += steps
-            state["iteration"] += 1
-            if u.quick_eval_due(cfg, state["env_steps"], steps):
+            state.env_steps += steps
+            state.iteration += 1
+            if u.quick_eval_due(cfg, state.env_steps, steps):
                 with log.timer("eval"):
-                    state["history"].append({"env_steps": state["env_steps"],
+                    state.history.append({"env_steps": state.env_steps,
                                              **u.evaluate(cfg, job, cfg.train.quick_eval_episodes,
                                                           collector=collector)})
             u.log_iteration(job, log, data, steps, bar, collector)
             stopping = stop.requested()  # SIGTERM / SIGINT: the end of an iteration is the safe point
             every = int(cfg.train.checkpoint_every_iters)
-            if stopping or state["iteration"] % every == 0 or state["env_steps"] >= total:
-                state["phase"] = "eval" if state["env_steps"] >= total else "rl"
+            if stopping or state.iteration % every == 0 or state.env_steps >= total:
+                state.phase = "eval" if state.env_steps >= total else "rl"
                 u.save_checkpoint(job, wall())
                 stopping = stop.requested()  # also one received while saving: this checkpoint is the stop's
             if stopping:
                 raise StopRequested(stopping, f"{job.algo}/{job.task} (seed {cfg.seed}) checkpointed at iteration "
-                                              f"{state['iteration']} ({job.dir / 'checkpoint'})")
+                                              f"{state.iteration} ({job.dir / 'checkpoint'})")
     finally:
         bar.close()
         collector.shutdown()
 
 
-# ----------------------------------------------------------------------------------------
-# the run: jobs (algo x task x seed) here, in parallel_tasks processes or as Ray tasks; Table I
-# ----------------------------------------------------------------------------------------
-def run_units(units: list[tuple[str, int]], cfg_dict: dict, run_dir: str, position: int) -> list[dict]:
-    """Every algorithm on each (task, seed) unit, one after the other (one process)."""
-    cfg = OmegaConf.create(cfg_dict)
-    names, results = [(algo, task, seed) for task, seed in units for algo in cfg.algo.names], []
-    for algo, task, seed in names:  # a stop between two jobs: the others start on resume
-        stop.check(lambda: f"{len(results)} of {len(names)} jobs finished, the others start on resume")
-        job_dir = jobs.job_dir(run_dir, algo, task, seed)
-        results.append(run_job(jobs.job_config(cfg, seed), algo, task, job_dir, position))
-    return results
-
-
-def ray_job(cfg_dict: dict, algo: str, task: str, seed: int, run_dir: str) -> dict:
-    """One job as a Ray task. A job whose worker dies is run again by Ray and resumes from its
-    checkpoint; an error of the job itself comes back as ``{"error": ...}`` (not retried)."""
-    try:
-        return run_units([(task, seed)], {**cfg_dict, "algo": {**cfg_dict["algo"], "names": [algo]}}, run_dir, 0)[0]
-    except SystemExit as err:  # a one-line stop message: a Ray task must not exit its worker
-        return {"error": str(err)}
-    except Exception as err:  # noqa: BLE001 - any other failure: one line, the traceback in error.log
-        return {"error": u.stop_message(f"{algo} (seed {seed})", task, jobs.job_dir(run_dir, algo, task, seed), err)}
-
-
-def run_on_ray(cfg: DictConfig, units: list[tuple[str, int]], cfg_dict: dict, run_dir: Path) -> list[dict]:
-    """Every job as a Ray task; all of them finish (or fail) before the errors are reported."""
-    ray = jobs.ray_session(cfg)
-    cpus = max(int(cfg.threads_per_process), env_workers(cfg) if cfg.collector.backend == "local" else 1)
-    job = ray.remote(num_cpus=cpus, num_gpus=float(cfg.ray.job_gpus), max_retries=int(cfg.ray.max_retries))(ray_job)
-    names = [(algo, task, seed) for task, seed in units for algo in cfg.algo.names]
-    futures = [job.remote(cfg_dict, algo, task, seed, str(run_dir)) for algo, task, seed in names]
-    pending = list(futures)
-    while pending and stop.requested() is None:  # not ray.get: it would wait through a SIGTERM / SIGINT
-        _, pending = ray.wait(pending, num_returns=len(pending), timeout=1.0)
-    for future in pending:  # a stop: the running jobs get a KeyboardInterrupt and end; their checkpoints stay
-        ray.cancel(future)
-    results, errors = [], []
-    for (algo, task, seed), future in zip(names, futures):
-        if future in pending:
-            continue
-        try:
-            result = ray.get(future)
-        except Exception as err:  # noqa: BLE001 - e.g. its worker died more than ray.max_retries times
-            result = {"error": f"error: {algo}/{task} (seed {seed}): {' '.join(str(err).split())[:500]}"}
-        (errors if "error" in result else results).append(result.get("error", result))
-    if pending:
-        raise StopRequested(stop.requested(), f"{len(pending)} Ray job(s) cancelled, each resumes from its last "
-                            f"checkpoint (train.checkpoint_every_iters); {len(results)} of {len(names)} finished"
-                            + (f", {len(errors)} failed: {' / '.join(errors)}" if errors else ""))
-    if errors:
-        raise SystemExit("\n".join(errors) + f"\n{len(results)} of {len(names)} jobs finished; resume={run_dir} "
-                         "runs the others again from their checkpoints.")
-    return results
-
-
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    cfg, run_dir = prepare_run(cfg)  # every setting checked before anything is written
-    t0 = time.time()
-    units = [(task, seed) for task in resolve_tasks(cfg) for seed in resolve_seeds(cfg)]
-    cfg_dict = jobs.absolute_paths(OmegaConf.to_container(cfg, resolve=True))  # Ray workers run elsewhere
-    ray = jobs.ray_session(cfg) if ray_settings(cfg) else None  # one cluster for the whole run
-    if ray is not None:  # the parallel_tasks processes and the Ray tasks join the same one
-        cfg_dict["ray"]["address"] = ray.get_runtime_context().gcs_address
-    signals = StopSignals(announce="the next safe point (the end of this iteration, with a checkpoint)" if
-                          cfg.launcher != "ray" else "once the Ray jobs are cancelled (they keep their checkpoints)",
-                          second=f"the checkpoints written so far are kept: resume={run_dir} continues from them")
-    try:
-        with signals:  # SIGTERM / SIGINT: a checkpoint at the next safe point, one line, exit 128 + signum
-            try:
-                if cfg.launcher == "ray":
-                    results = run_on_ray(cfg, units, cfg_dict, Path(cfg_dict["run_dir"]))
-                else:
-                    results = map_shards(run_units, shard(units, int(cfg.parallel_tasks)), cfg_dict,
-                                         cfg_dict["run_dir"])
-            finally:
-                if ray is not None:
-                    ray.shutdown()  # a private instance stops now, not at interpreter exit
-    except StopRequested as err:
-        print(f"{err}; resume={run_dir} continues", file=sys.stderr)
-        raise SystemExit(err.exit_code) from None
-    except BrokenProcessPool:  # a parallel_tasks process was killed (e.g. by the out-of-memory killer)
-        raise SystemExit(f"error: a parallel_tasks process died abruptly (an exit code of -9 is most often the "
-                         f"out-of-memory killer: lower parallel_tasks); the checkpoints of its jobs are kept: "
-                         f"resume={run_dir} continues from them.") from None
-    md = u.write_tables(run_dir, results)
-    wall = time.time() - t0
-    (run_dir / "wall_time.txt").write_text(f"{wall:.1f}\n")
-    print(f"\n{md}\nrun directory: {run_dir}  (wall time {wall / 60:.1f} min)")
+    """Check the settings, run every job (algorithm x task x seed) and write Table I; errors in one line."""
+    launch(run_job, plan_run, cfg)
 
 
 if __name__ == "__main__":

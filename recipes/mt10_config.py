@@ -1,48 +1,306 @@
-"""Settings of recipes/mt10.py: checked before anything is written, and the run directory.
+"""Settings of recipes/mt10.py: the typed schema, every check, the run directory and the run plan.
 
-``check_config`` names every invalid setting in one line: first keys that are not settings,
-missing settings and values of the wrong type (the typed schema of :mod:`mt10_schema`), then
-ranges, choices and combinations.
-``prepare_run`` then creates a new run directory, continues one with the same settings, or
-resumes one (``resume=``) applying only the overrides in :data:`RESUME_ALLOWED`; the rules
-themselves live in :mod:`torchrl_chunk.experiment.run_dir`.
+* **The schema**: one dataclass per section of ``recipes/conf/`` (the model's own, picked by
+  ``model.name``). :func:`settings_problems` names every key that is not a setting, every
+  missing setting and every value of the wrong type, all at once; the values are never
+  converted (:mod:`torchrl_chunk.experiment.settings` says how and why, instead of Hydra's
+  ConfigStore). A new setting needs its field here as well as its line in ``config.yaml``
+  (``tests/recipes/test_mt10_config.py::test_presets_pass`` names a setting that lacks one).
+  ``tasks`` and ``seeds`` are ``Any`` in the schema: :func:`check_config` words their errors.
+* **The checks**: :func:`check_config` runs the schema first, then ranges, choices and
+  combinations, and raises one :class:`~torchrl_chunk.experiment.JobError` naming every
+  invalid setting, before anything is written.
+* **The run**: :func:`prepare_run` creates a new run directory, continues one with the same
+  settings, or resumes one (``resume=``) applying only the overrides in :data:`RESUME_ALLOWED`
+  (the rules live in :mod:`torchrl_chunk.experiment.run_dir`); :func:`plan_run` turns the
+  settings into the jobs and launcher of a :class:`~torchrl_chunk.experiment.RunPlan`.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Dict, List, Optional, Union
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from mt10_schema import settings_problems
 from torchrl_chunk.envs import MT10_TASKS, NUM_EVAL_CONFIGS, TASK_INSTRUCTIONS
 from torchrl_chunk.envs.metaworld import resolve_task_list
 from torchrl_chunk.envs.workers import available_cpus
-from torchrl_chunk.experiment import RunDirError, load_run_settings, open_run_dir, resume_settings, save_run_settings
-from torchrl_chunk.experiment.run_dir import flatten
+from torchrl_chunk.experiment import JobError, JobId, RayOptions, RunPlan, absolute_paths
+from torchrl_chunk.experiment.run_dir import prepare_run as prepare_run_dir, timestamped_run_dir
+from torchrl_chunk.experiment.settings import MAY_BE_ABSENT, expects, range_problem, schema_problems
+from torchrl_chunk.experiment.settings import int_range as _int, num_range as _num
 from torchrl_chunk.video import require_pyav
+
+RECIPES = Path(__file__).resolve().parent  # Ray workers import the recipe's modules from here
 
 #: Overrides that ``resume=`` applies: they change neither the training data nor the updates.
 #: (``threads_per_process`` is not: CPU kernels may sum in another order with other thread
 #: counts, and a resumed run must equal an uninterrupted one bit for bit.)
 RESUME_ALLOWED = ("eval", "logger", "device", "env.num_workers", "env.worker_timeout_s", "parallel_tasks", "launcher",
                   "ray")
+#: Settings that are paths: made absolute before jobs run in other processes or on other nodes.
+PATH_SETTINGS = (("run_dir",), ("demos", "cache_dir"), ("demos", "path"), ("model", "checkpoint"),
+                 ("model", "instructions"), ("model", "t5_path"))
 
 
 # ----------------------------------------------------------------------------------------
-# settings: every value checked before anything is written
+# the schema: keys and types
 # ----------------------------------------------------------------------------------------
-def _int(lo: int, hi: float = math.inf, optional: bool = False):
-    return ("int", lo, hi, optional)
+@dataclass
+class EnvSettings:
+    horizon: int
+    num_envs: int
+    num_workers: Union[int, str] = field(metadata=expects("auto or an integer (worker processes)"))
+    max_steps: int
+    worker_timeout_s: float
+    decisions_per_env: Optional[int]
+    from_pixels: bool
+    image_size: int
 
 
-def _num(lo: float, hi: float = math.inf, optional: bool = False, open_lo: bool = False):
-    return ("num", lo, hi, optional, open_lo)
+@dataclass
+class CollectorSettings:
+    backend: str
+    workers: int
 
 
+@dataclass
+class RaySettings:
+    address: Optional[str]
+    num_cpus: Optional[int]
+    max_retries: int
+    job_gpus: float
+    collector_restarts: int
+
+
+@dataclass
+class DemoSettings:
+    num: int
+    seed: Optional[int]
+    cache_dir: str
+    source: str
+    path: Optional[str]
+    assume_success: bool
+    state_key: str
+    image_key: Optional[str]
+
+
+@dataclass
+class PPOSettings:
+    clip_epsilon: float
+    clip_value: Optional[Union[bool, float]] = field(metadata=expects(
+        "true (clip the value loss at ppo.clip_epsilon), a number > 0 (clip it there), false or null (no clipping)"))
+    gamma: float
+    lmbda: float
+    discount: str
+    critic_coeff: float
+    entropy_coeff: float
+    normalize_advantage: bool
+    epochs: int
+    minibatch_size: int
+
+
+@dataclass
+class BCSettings:
+    loss_form: str
+    coeff: float
+    decay_floor: Optional[float]
+    batch_size: int
+    pretrain_steps: int
+    pretrain_batch_size: int
+    pretrain_lr: Optional[float]
+
+
+@dataclass
+class AdaptiveLimitSettings:
+    quantile: float
+    window: int
+    min_successes: int
+
+
+@dataclass
+class BufferSettings:
+    mode: str
+    length_limit: Optional[Union[int, str]] = field(metadata=expects(
+        "null (the longest expert demo), an integer (env steps) or adaptive"))
+    adaptive: AdaptiveLimitSettings
+    length_weighting: float
+    max_size: int
+    storage: str
+
+
+@dataclass
+class ScheduleSettings:
+    kind: str
+    warmup_steps: float
+    constant: float
+    unit: str
+    scale_critic: bool
+
+
+@dataclass
+class OptimSettings:
+    name: str
+    lr: float
+    critic_lr: Optional[float]
+    weight_decay: float
+    max_grad_norm: float
+
+
+@dataclass
+class TrainSettings:
+    total_env_steps: int
+    eval_every_env_steps: int
+    quick_eval_episodes: int
+    checkpoint_every_iters: int
+
+
+@dataclass
+class EvalSettings:
+    episodes: int
+    eval_seed: int
+    num_envs: int
+    backend: str
+    workers: int
+    video_episodes: int
+
+
+@dataclass
+class LoggerSettings:
+    backend: str
+
+
+@dataclass
+class AlgorithmSpec:
+    """One entry of ``algorithms`` (what an algorithm name means)."""
+
+    ppo: bool
+    bc: bool
+    num_demos: int
+    buffer_mode: str
+    horizon: int
+    schedule: str
+    label: str
+
+
+@dataclass
+class AlgoSelection:
+    """The ``algo`` group: the algorithm names to run."""
+
+    names: List[str]
+
+
+# ---- the model group: one dataclass per conf/model/<name>.yaml, picked by model.name ----
+@dataclass(kw_only=True)
+class ModelSettings:
+    name: str
+    needs_pixels: bool
+    log_std_init: float
+    buffer_max_size: int
+    precision: str
+    # A model with a fixed chunk length may declare it; check_config compares it with env.horizon.
+    horizon: Optional[int] = field(default=None, metadata=MAY_BE_ABSENT)
+
+
+@dataclass(kw_only=True)
+class MLPModel(ModelSettings):
+    hidden: List[int]
+    task_embed_dim: int
+    separate_critic: bool
+
+
+@dataclass(kw_only=True)
+class PixelModel(ModelSettings):
+    channels: int
+    embed_dim: int
+    separate_critic: bool
+
+
+@dataclass(kw_only=True)
+class OctoSmallModel(ModelSettings):
+    size: str
+    checkpoint: Optional[str]
+    instructions: Optional[str]
+    t5_path: Optional[str]
+    window_size: int
+    separate_critic: bool
+
+
+@dataclass(kw_only=True)
+class TinyVLAModel(ModelSettings):
+    hidden_dim: int
+    text_dim: int
+    use_state: bool
+    normalize_state: bool
+
+
+#: ``model.name`` -> its settings (recipes/conf/model/<name>.yaml).
+MODELS: dict[str, type] = {"mlp": MLPModel, "pixel": PixelModel, "octo_small": OctoSmallModel,
+                           "tiny_vla": TinyVLAModel}
+
+
+@dataclass
+class Settings:
+    """``recipes/conf/config.yaml`` with its groups composed (``algo``, ``model``, ``preset``)."""
+
+    tasks: Any  # mt10 | mt50 | all | a name | a list of names: checked (with the closest names) by check_config
+    seed: int
+    seeds: Any  # null or a list of distinct ints: checked by check_config
+    device: str
+    run_dir: Optional[str]
+    resume: Optional[str]
+    parallel_tasks: int
+    launcher: str
+    threads_per_process: int
+    env: EnvSettings
+    collector: CollectorSettings
+    ray: RaySettings
+    demos: DemoSettings
+    ppo: PPOSettings
+    bc: BCSettings
+    buffer: BufferSettings
+    schedule: ScheduleSettings
+    optim: OptimSettings
+    train: TrainSettings
+    eval: EvalSettings
+    logger: LoggerSettings
+    algorithms: Dict[str, AlgorithmSpec]
+    algo: AlgoSelection
+    model: Any  # MODELS[model.name]
+
+
+def settings_problems(cfg: DictConfig | Mapping, allow: Iterable[str] = ()) -> list[str]:
+    """Every key that is not a setting, every missing setting and every value of the wrong type,
+    one line each (``allow``: keys of a resumed run's ``config.yaml`` that are no longer settings)."""
+    if isinstance(cfg, DictConfig):
+        try:
+            data = OmegaConf.to_container(cfg, resolve=True)
+        except OmegaConfBaseException as err:  # e.g. ${model.needs_pixels} with no such key
+            key = getattr(err, "full_key", None) or "settings"
+            return [f"{key} cannot be resolved: {str(err).splitlines()[0]}"]
+    else:
+        data = dict(cfg)
+    problems = schema_problems(data, Settings, source="recipes/conf/config.yaml", allow=allow)
+    model = data.get("model")
+    if isinstance(model, Mapping):
+        name = model.get("name")
+        if name in MODELS:  # an unknown name: check_config names the choices
+            problems += schema_problems(model, MODELS[name], prefix="model.", source=f"recipes/conf/model/{name}.yaml",
+                                        label=f"model={name}", allow=allow)
+    elif "model" in data:
+        problems.append(f"model must be a group of settings (model={'|'.join(MODELS)}), got {model!r}")
+    return problems
+
+
+# ----------------------------------------------------------------------------------------
+# the values: ranges, choices, combinations
+# ----------------------------------------------------------------------------------------
 #: Numeric settings and their ranges (``open_lo``: strictly greater than ``lo``).
 NUMERIC = {
     "seed": _int(0), "parallel_tasks": _int(1), "threads_per_process": _int(1),
@@ -83,35 +341,18 @@ CHOICES = {
 }
 
 
-def _check_number(key: str, value: Any, rule: tuple) -> str | None:
-    kind, lo, hi, optional = rule[:4]
-    open_lo = rule[4] if kind == "num" else False
-    if value is None:
-        return None if optional else f"{key} must be set (got null)"
-    is_int = isinstance(value, int) and not isinstance(value, bool)
-    if kind == "int" and not is_int:
-        return f"{key} must be an integer, got {value!r}"
-    if kind == "num" and not (is_int or isinstance(value, float)) or (isinstance(value, float) and not math.isfinite(value)):
-        return f"{key} must be a finite number, got {value!r}"
-    if value < lo or (open_lo and value == lo) or value > hi:
-        rel = ">" if open_lo else ">="
-        rng = f"{rel} {lo}" + (f" and <= {hi}" if hi != math.inf else "")
-        return f"{key} must be {rng}, got {value!r}"
-    return None
-
-
 def check_config(cfg: DictConfig, allow: tuple[str, ...] | list[str] = ()) -> None:
-    """Raise ``SystemExit`` with every invalid setting named, before anything is written.
+    """Raise :class:`JobError` with every invalid setting named, before anything is written.
 
-    Keys and types first (:func:`mt10_schema.settings_problems`; ``allow``: keys of a resumed
+    Keys and types first (:func:`settings_problems`; ``allow``: keys of a resumed
     run's ``config.yaml`` that are no longer settings); the values are judged once those hold.
     """
     errors = settings_problems(cfg, allow)
     if errors:
-        raise SystemExit("error: " + "; ".join(errors) + ". Fix these settings and run again.")
+        raise JobError("error: " + "; ".join(errors) + ". Fix these settings and run again.")
     model_rules = {k: r for k, r in MODEL_NUMERIC.items() if OmegaConf.select(cfg, k, default=None) is not None}
     for key, rule in {**NUMERIC, **model_rules}.items():
-        problem = _check_number(key, OmegaConf.select(cfg, key, default=None), rule)
+        problem = range_problem(key, OmegaConf.select(cfg, key, default=None), rule)
         if problem:
             errors.append(problem)
     clip = cfg.ppo.clip_value  # a bool, null or a number (the schema): a number must be a threshold
@@ -147,7 +388,7 @@ def check_config(cfg: DictConfig, allow: tuple[str, ...] | list[str] = ()) -> No
     if not errors:
         errors += _check_combinations(cfg)
     if errors:
-        raise SystemExit("error: " + "; ".join(errors) + ". Fix these settings and run again.")
+        raise JobError("error: " + "; ".join(errors) + ". Fix these settings and run again.")
 
 
 def _check_combinations(cfg: DictConfig) -> list[str]:
@@ -315,7 +556,7 @@ def resolve_tasks(cfg: DictConfig) -> list[str]:
     try:
         return _task_names(cfg.tasks)
     except ValueError as err:
-        raise SystemExit(f"error: tasks: {err}") from None
+        raise JobError(f"error: tasks: {err}") from None
 
 
 def ray_settings(cfg: DictConfig) -> list[str]:
@@ -350,56 +591,44 @@ def learner_device(cfg: DictConfig) -> torch.device:
 
 
 # ----------------------------------------------------------------------------------------
-# the run directory: new, continued (same settings) or resumed (allowed overrides only)
+# the run: its directory and its plan
 # ----------------------------------------------------------------------------------------
-def _command_line_overrides() -> dict[str, Any]:
-    """``key -> value`` of the settings given on the command line (Hydra's task overrides)."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parsed = OverridesParser.create().parse_overrides(list(HydraConfig.get().overrides.task))
-    return {o.key_or_group: o.value() for o in parsed if o.key_or_group not in ("resume", "run_dir")}
-
-
 def prepare_run(cfg: DictConfig) -> tuple[DictConfig, Path]:
     """Check the settings, then create (or continue, or resume) the run directory."""
-    try:
-        if cfg.resume:
-            run_dir = Path(cfg.resume)
-            saved = load_run_settings(run_dir)
-            overrides = {k: OmegaConf.select(cfg, k) for k in _command_line_overrides()}
-            settings, added = resume_settings(saved, OmegaConf.to_container(cfg, resolve=True), overrides,
-                                              RESUME_ALLOWED)
-            cfg = OmegaConf.create({**settings, "run_dir": str(run_dir), "resume": None})
-            check_config(cfg, allow=list(flatten(saved)))  # keys an older recipe wrote are kept
-            resolve_tasks(cfg)
-            save_run_settings(run_dir, OmegaConf.to_container(cfg))
-            print(f"resuming {run_dir}")
-            if added:
-                print(f"  settings not in its config.yaml, from the defaults: {', '.join(added)}")
-            if overrides:
-                print(f"  with {', '.join(f'{k}={v}' for k, v in overrides.items())}")
-        else:
-            check_config(cfg)
-            resolve_tasks(cfg)
-            run_dir = Path(cfg.run_dir) if cfg.run_dir else _new_run_dir(cfg)
-            cfg = OmegaConf.create({**OmegaConf.to_container(cfg, resolve=True), "run_dir": str(run_dir)})
-            if open_run_dir(run_dir, OmegaConf.to_container(cfg), ignore=("run_dir", "resume", *RESUME_ALLOWED)):
-                save_run_settings(run_dir, OmegaConf.to_container(cfg))  # e.g. new eval.* settings
-                print(f"continuing {run_dir} (same training settings)")
-    except RunDirError as err:
-        raise SystemExit(f"error: {err}") from None
-    return cfg, run_dir
+
+    def check(cfg: DictConfig, allow: list[str]) -> None:
+        check_config(cfg, allow=allow)
+        resolve_tasks(cfg)
+
+    def new_run_dir(cfg: DictConfig) -> Path:  # runs/mt10/<stamp>[_<k>_<algos> under --multirun]
+        return timestamped_run_dir(Path("runs") / "mt10", "-".join(cfg.algo.names))
+
+    return prepare_run_dir(cfg, check=check, allowed=RESUME_ALLOWED, new_run_dir=new_run_dir)
 
 
-def _new_run_dir(cfg: DictConfig) -> Path:
-    import time
+def plan_run(cfg: DictConfig) -> RunPlan:
+    """The checked settings as the launcher's plan: every algorithm on each (task, seed), in that order."""
+    cfg, path = prepare_run(cfg)  # every setting checked before anything is written
+    jobs = [JobId(algo, task, seed) for task in resolve_tasks(cfg) for seed in resolve_seeds(cfg)
+            for algo in cfg.algo.names]
+    ray = None
+    if ray_settings(cfg):  # one cluster for the whole run: the parallel_tasks processes and the Ray tasks join it
+        cpus = max(int(cfg.threads_per_process), env_workers(cfg) if cfg.collector.backend == "local" else 1)
+        ray = RayOptions(address=cfg.ray.address, num_cpus=cfg.ray.num_cpus, python_path=[str(RECIPES)],
+                         job_cpus=cpus, job_gpus=float(cfg.ray.job_gpus), max_retries=int(cfg.ray.max_retries),
+                         address_key=("ray", "address"))
+    return RunPlan(run_dir=path, settings=absolute_paths(OmegaConf.to_container(cfg, resolve=True), PATH_SETTINGS),
+                   jobs=jobs, parallel=int(cfg.parallel_tasks), launcher=str(cfg.launcher), ray=ray,
+                   eval_protocol=eval_protocol(cfg))
 
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
 
-    stamp = time.strftime("%Y%m%d_%H%M%S")
-    hc = HydraConfig.get()
-    if hc.mode == RunMode.MULTIRUN:  # one directory per --multirun job
-        stamp += f"_{hc.job.num}_{'-'.join(cfg.algo.names)}"
-    return Path("runs") / "mt10" / stamp
+def eval_protocol(cfg: DictConfig) -> dict:
+    """What a finished job's ``result.json`` must have been evaluated with, to be kept on resume."""
+    return {"episodes": int(cfg.eval.episodes), "eval_seed": int(cfg.eval.eval_seed)}
+
+
+def ray_session(cfg: DictConfig):
+    """Join (or start) the Ray cluster of ``ray.address``; a no-op inside a Ray worker."""
+    from torchrl_chunk.distributed import init_ray
+
+    return init_ray(cfg.ray.address, num_cpus=cfg.ray.num_cpus, python_path=[str(RECIPES)])

@@ -1,9 +1,10 @@
 """Everything recipes/mt10.py builds, so that its loop reads as the paper's Fig. 1(b).
 
 Like TorchRL's ``sota-implementations/ppo/utils_mujoco.py``: demos, model, losses, buffer,
-collector, evaluation, one update, one log line and the one-line stop messages; the job's
-outputs (``result.json``, tables) are in ``mt10_outputs.py`` and re-exported here. The loop file never
-builds an env, a model or a loss itself. Settings and the run directory: ``mt10_config.py``.
+collector, evaluation, one update, one log line, the job's ``result.json`` record and its
+one-line stop message. The loop file never builds an env, a model or a loss itself. Settings
+and the run plan: ``mt10_config.py``; running the jobs, checkpoints and Table I:
+``torchrl_chunk.experiment``.
 """
 
 from __future__ import annotations
@@ -24,20 +25,19 @@ from torchrl_chunk.envs import (
     MT10_TASKS, collect_expert_demos, derive_seed, load_demos, make_metaworld_env, save_demos, task_index)
 from torchrl_chunk.envs.metaworld import num_task_ids
 from torchrl_chunk.envs.metaworld.simulator import RENDER_SAMPLES
-from torchrl_chunk.experiment import load_checkpoint
+from torchrl_chunk.experiment import JobError, JobState, failure_message, load_checkpoint, save_job_checkpoint
+from torchrl_chunk.experiment import write_result as save_result
 from torchrl_chunk.experiment.checkpoint import CapacityError, check_capacity
-from torchrl_chunk.experiment import save_checkpoint as _save_checkpoint
 from torchrl_chunk.keys import SUCCESS_KEY
 from torchrl_chunk.modules.precision import with_precision
 from torchrl_chunk.objectives import ChunkClipPPOLoss, PPOBCLoss, SelfBCLoss
 from torchrl_chunk.schedules import Constant, TanhWarmup, expert_share_decay
-from mt10_config import env_workers, learner_device
-from mt10_jobs import RESULT, ray_session  # noqa: F401 - RESULT: u.RESULT for the loop and tests
+from torchrl_chunk.video import realtime_fps
 from torchrl.collectors import Collector
 from torchrl.envs.utils import ExplorationType
 from torchrl.record.loggers import get_logger
 
-from mt10_outputs import VIDEO, eval_protocol, finished_result, plot_curve, write_result, write_tables  # noqa: F401
+from mt10_config import demo_source_path, env_workers, eval_protocol, learner_device, ray_session
 
 
 class Seeds:
@@ -67,7 +67,7 @@ def expert_demos(cfg: DictConfig, task: str, num: int):
             check_demos_move(demos, f"demos.source={demos.metadata['source']} demos.path={demos.metadata['path']}",
                              "drop it from the demonstrations or record it again")
         except DemoFileError as err:
-            raise SystemExit(f"error: {task}: {err}") from None
+            raise JobError(f"error: {task}: {err}") from None
         return demos
     px = f"_px{cfg.env.image_size}_aa{RENDER_SAMPLES}" if cfg.env.from_pixels else ""  # frames as rendered now
     seed = int(cfg.seed if cfg.demos.seed is None else cfg.demos.seed)
@@ -90,8 +90,6 @@ def demos_from_path(cfg: DictConfig, task: str, num: int):
     Episodes that did not succeed are skipped and counted as tries, like the scripted experts'
     failures; an episode still running when a replay buffer was dumped is left out.
     ``("observation", "task_id")`` is set to the task's index."""
-    from mt10_config import demo_source_path
-
     from torchrl_chunk.data import DemoSourceError, inspect_demo_source, load_lerobot_demos, load_replay_buffer_demos
     from torchrl_chunk.envs import ExpertDemos, task_index
     from torchrl_chunk.envs.metaworld import ACTION_DIM, STATE_DIM
@@ -119,44 +117,44 @@ def demos_from_path(cfg: DictConfig, task: str, num: int):
                 if bool(td["next", "success"].any()):
                     kept.append(td)
     except DemoSourceError as err:
-        raise SystemExit(f"error: {task}: {where}: {err}") from None
+        raise JobError(f"error: {task}: {where}: {err}") from None
     if len(kept) < num:
-        raise SystemExit(f"error: {task}: {where} holds {len(kept)} successful episodes (of {tries} read) but "
+        raise JobError(f"error: {task}: {where} holds {len(kept)} successful episodes (of {tries} read) but "
                          f"{num} are needed; lower demos.num (or the algorithm's num_demos) or add demonstrations.")
     tid = task_index(task)
     for i, td in enumerate(kept):
         T = td.shape[0]
         have = td.get(("observation", "task_id"), None)
         if have is not None and not bool((have == tid).all()):
-            raise SystemExit(f"error: {task}: {where}: episode {i} has task_id {int(have.flatten()[0])}, not {task}'s "
+            raise JobError(f"error: {task}: {where}: episode {i} has task_id {int(have.flatten()[0])}, not {task}'s "
                              f"{tid}; use demonstrations of {task}.")
         td.set(("observation", "task_id"), torch.full((T, 1), tid, dtype=torch.int64))
         image = td.get(("observation", "image"), None)
         size = int(cfg.env.image_size)
         if cfg.env.from_pixels and (image is None or tuple(image.shape[1:]) != (size, size, 3)):
             got = "no images" if image is None else f"images of {list(image.shape[1:])}"
-            raise SystemExit(f"error: {task}: {where} has {got}, env.from_pixels needs [{size}, {size}, 3] (uint8 HWC "
+            raise JobError(f"error: {task}: {where} has {got}, env.from_pixels needs [{size}, {size}, 3] (uint8 HWC "
                              "frames, env.image_size); resize the demonstrations' frames or change env.image_size.")
     return ExpertDemos(task=task, seed=int(cfg.seed), trajectories=kept, num_tries=tries,
                        max_steps=int(cfg.env.max_steps), image_size=int(cfg.env.image_size) if cfg.env.from_pixels
                        else None, metadata={"source": str(source), "path": str(path)})
 
 
-def build_model(cfg: DictConfig, demos, horizon: int):
+def build_model(cfg: DictConfig, demos, chunk_size: int):
     m = cfg.model
     if m.name == "mlp":
         from torchrl_chunk.modules.mlp import make_mlp_actor_critic, observation_stats
 
         mean, std = observation_stats(demos.trajectories)
         return make_mlp_actor_critic(
-            mean, std, horizon=horizon, hidden=tuple(m.hidden), task_embed_dim=m.task_embed_dim,
+            mean, std, chunk_size=chunk_size, hidden=tuple(m.hidden), task_embed_dim=m.task_embed_dim,
             separate_critic=m.separate_critic, log_std_init=m.log_std_init, num_tasks=num_task_ids(demos.task),
         )
     if m.name == "pixel":
         from torchrl_chunk.modules.pixel import make_pixel_actor_critic
 
         return make_pixel_actor_critic(
-            horizon=horizon, channels=m.channels, embed_dim=m.embed_dim,
+            chunk_size=chunk_size, channels=m.channels, embed_dim=m.embed_dim,
             separate_critic=m.separate_critic, log_std_init=m.log_std_init, num_tasks=num_task_ids(demos.task),
         )
     if m.name == "tiny_vla":  # TorchRL's own VLA (torchrl.modules.vla), see torchrl_chunk/modules/vla.py
@@ -167,17 +165,17 @@ def build_model(cfg: DictConfig, demos, horizon: int):
         from torchrl_chunk.modules.mlp import observation_stats
         from torchrl_chunk.modules.vla import make_vla_actor_critic
 
-        vla = TinyVLA(action_dim=4, chunk_size=horizon, hidden_dim=m.hidden_dim, text_dim=m.text_dim,
+        vla = TinyVLA(action_dim=4, chunk_size=chunk_size, hidden_dim=m.hidden_dim, text_dim=m.text_dim,
                       use_state=m.use_state)
         return make_vla_actor_critic(  # the task id selects its instruction; example= builds the lazy layers
-            vla, horizon=horizon, action_dim=4, instructions=[TASK_INSTRUCTIONS[t] for t in ALL_V3_TASKS],
+            vla, chunk_size=chunk_size, action_dim=4, instructions=[TASK_INSTRUCTIONS[t] for t in ALL_V3_TASKS],
             log_std_init=m.log_std_init, example=demos.trajectories[0][:2],
             state_stats=observation_stats(demos.trajectories) if m.use_state and m.normalize_state else None,
         )
-    return _build_octo(cfg, horizon)
+    return _build_octo(cfg, chunk_size)
 
 
-def _build_octo(cfg: DictConfig, horizon: int):
+def _build_octo(cfg: DictConfig, chunk_size: int):
     from torchrl_chunk.envs import TASK_INSTRUCTIONS
     from torchrl_chunk.modules.octo import OctoConfig, make_octo_actor_critic
 
@@ -190,7 +188,7 @@ def _build_octo(cfg: DictConfig, horizon: int):
     elif m.t5_path:
         instructions = [TASK_INSTRUCTIONS[t] for t in MT10_TASKS]
     else:
-        raise SystemExit(
+        raise JobError(
             "error: model=octo_small needs task-instruction embeddings: set model.t5_path to a "
             "local t5-base directory, or model.instructions to a table made by "
             "`python -m torchrl_chunk.modules.octo.convert instructions T5_DIR DST --file mt10_instructions.txt` "
@@ -201,7 +199,7 @@ def _build_octo(cfg: DictConfig, horizon: int):
     window = {"window_size": int(m.window_size)}
     config = OctoConfig.tiny(**window) if m.size == "tiny" else OctoConfig(**window)
     return make_octo_actor_critic(
-        config, horizon, 4, instructions=instructions, checkpoint=m.checkpoint,
+        config, chunk_size, 4, instructions=instructions, checkpoint=m.checkpoint,
         separate_critic=m.separate_critic, t5_path=m.t5_path, log_std_init=m.log_std_init,
     )
 
@@ -226,7 +224,7 @@ class Job:
     task: str
     dir: Path
     spec: DictConfig
-    horizon: int
+    chunk_size: int  # h (the settings' env.horizon)
     device: torch.device
     actor: Any
     critic: Any
@@ -236,9 +234,7 @@ class Job:
     loss: PPOBCLoss
     optim: torch.optim.Optimizer
     logger: Any
-    state: dict = field(default_factory=lambda: {
-        "phase": "sft", "iteration": 0, "env_steps": 0, "updates": 0, "history": [],
-        "episodes": 0, "successes": 0, "wall_time_s": 0.0})
+    state: JobState = field(default_factory=JobState)
     restored: dict | None = None
     eval_envs: dict = field(default_factory=dict)  # wave size -> worker pool kept for the job's evaluations
 
@@ -264,7 +260,7 @@ def make_job(cfg: DictConfig, algo: str, task: str, job_dir: Path) -> Job:
     if limit == "adaptive":  # only where the buffer admits by length (Ours); static/unrestricted keep theirs
         limit = AdaptiveLengthLimit(**cfg.buffer.adaptive) if spec.buffer_mode == "filtered" else None
     buffer = LengthFilteredReplayBuffer(
-        demos.trajectories, horizon=h, mode=spec.buffer_mode, length_limit=limit,
+        demos.trajectories, chunk_size=h, mode=spec.buffer_mode, length_limit=limit,
         max_size=cfg.buffer.max_size, storage=cfg.buffer.storage, scratch_dir=job_dir / "buffer_scratch",
         generator=gen,  # uniform sampling for SFT; post_train sets buffer.length_weighting
         action_bounds=(-1.0, 1.0),  # MetaWorld's action space; its envs clip what they execute
@@ -273,7 +269,7 @@ def make_job(cfg: DictConfig, algo: str, task: str, job_dir: Path) -> Job:
     precision = cfg.model.get("precision", "fp32")  # bf16: autocast over fp32 weights (torchrl_chunk/precision.py)
     bc = SelfBCLoss(actor, loss_form=cfg.bc.loss_form, coeff=cfg.bc.coeff, precision=precision)
     ppo = ChunkClipPPOLoss(
-        actor, critic, horizon=h, discount=cfg.ppo.discount, gamma=cfg.ppo.gamma, lmbda=cfg.ppo.lmbda,
+        actor, critic, chunk_size=h, discount=cfg.ppo.discount, gamma=cfg.ppo.gamma, lmbda=cfg.ppo.lmbda,
         clip_epsilon=cfg.ppo.clip_epsilon, clip_value=cfg.ppo.clip_value, critic_coeff=cfg.ppo.critic_coeff,
         entropy_coeff=cfg.ppo.entropy_coeff, normalize_advantage=cfg.ppo.normalize_advantage,
         deactivate_vmap=cfg.model.name != "mlp",  # torch.vmap does not support the conv layers
@@ -290,10 +286,10 @@ def make_job(cfg: DictConfig, algo: str, task: str, job_dir: Path) -> Job:
     job = Job(algo, task, job_dir, spec, h, device, actor, critic, buffer, ppo, bc, loss, optim, logger)
     job.restored = load_checkpoint(job_dir, job.modules, buffer if spec.bc else None)  # incl. gen's state
     if job.restored is not None:
-        job.state.update({k: job.restored[k] for k in job.state})
+        job.state = JobState.from_dict(job.restored)  # also a checkpoint from before the state was typed
         if "gen" in job.restored:  # checkpoints from before the buffer saved its own generator
             gen.set_state(job.restored["gen"])
-        if spec.bc and job.state["phase"] != "sft":  # the BC weight follows the restored buffer
+        if spec.bc and job.state.phase != "sft":  # the BC weight follows the restored buffer
             set_bc_weight(cfg, job)
     return job
 
@@ -309,124 +305,30 @@ def check_footprint(cfg: DictConfig, buffer: LengthFilteredReplayBuffer, algo: s
         jobs = int(cfg.parallel_tasks)
         check_capacity(fp.ram_bytes * jobs, fp.disk_bytes * jobs, job_dir)
     except CapacityError as err:
-        raise SystemExit(f"error: {algo}/{task}: the demo buffer (buffer.max_size={fp.rows} rows of "
+        raise JobError(f"error: {algo}/{task}: the demo buffer (buffer.max_size={fp.rows} rows of "
                          f"{fp.row_bytes} B) does not fit: {err}") from err
 
 
 def save_checkpoint(job: Job, wall_time_s: float) -> None:
-    """The job's checkpoint. A save that fails for the disk (full, not writable) removes its partial
-    ``checkpoint.tmp/`` (on a full disk, that space comes back), keeps the previous checkpoint and
-    raises a ``CheckpointError`` whose ``errno`` says why (``ENOSPC`` also when ``torch.save``
-    reports a full disk only as a ``RuntimeError``); :func:`stop_message` says how to go on."""
-    import errno
-    import shutil
-
-    from torchrl_chunk.experiment import CheckpointError, recover_checkpoint
-
-    job.state["wall_time_s"] = wall_time_s
-    try:
-        _save_checkpoint(job.dir, job.state, job.modules, job.buffer if job.spec.bc else None)
-    except (OSError, RuntimeError) as err:
-        try:
-            full = shutil.disk_usage(job.dir).free < 16 << 20  # torch.save: "unexpected pos ..." on a full disk
-        except OSError:
-            full = False
-        code = errno.ENOSPC if full else getattr(err, "errno", None)
-        if code is None:  # not the disk: e.g. a module that cannot be pickled
-            raise
-        try:
-            recover_checkpoint(job.dir)  # drops checkpoint.tmp/; the previous checkpoint stays
-        except Exception:  # noqa: BLE001 - the error below matters more
-            pass
-        failure = CheckpointError(f"could not write the checkpoint of iteration {job.state['iteration']} in {job.dir} "
-                                  f"({type(err).__name__}: {' '.join(str(err).split())})")
-        failure.errno, failure.filename = code, getattr(err, "filename", None)
-        raise failure from err
-
-
-def last_good_checkpoint(job_dir: Path) -> tuple[Path | None, int | None, str | None]:
-    """``(directory, iteration, note)`` of the checkpoint a resume of ``job_dir`` would load, or
-    ``(None, None, why)`` when it would load none (``why`` is ``None``: nothing was checkpointed).
-
-    Decided as :func:`~torchrl_chunk.experiment.load_checkpoint` decides: ``checkpoint/`` when
-    its manifest verifies (``checkpoint.prev/`` when only that one does, ``note`` naming the
-    damage) and its ``state.pt`` loads; a checkpoint that cannot be loaded is never returned."""
-    from torchrl_chunk.experiment import CheckpointError, recover_checkpoint
-    from torchrl_chunk.experiment.checkpoint import STATE_FILE, previous_dir, verify_manifest
-
-    try:
-        ckpt = recover_checkpoint(job_dir)  # what the next start repairs, e.g. a kill mid-save
-    except CheckpointError as err:
-        return None, None, " ".join(str(err).split())
-    if ckpt is None:
-        return None, None, None
-    note, damage = None, verify_manifest(ckpt)
-    if damage is not None:
-        prev = previous_dir(job_dir)
-        if not (prev / STATE_FILE).exists() or verify_manifest(prev) is not None:
-            return None, None, f"{ckpt} is damaged: {damage}"
-        note, ckpt = f"{ckpt} is damaged: {damage}", prev
-    try:
-        iteration = int(torch.load(ckpt / STATE_FILE, weights_only=False, mmap=True, map_location="cpu")["iteration"])
-    except Exception as err:  # noqa: BLE001 - any unreadable state.pt
-        return None, None, f"{ckpt / STATE_FILE} does not load ({type(err).__name__})"
-    return ckpt, iteration, note
+    """The job's checkpoint; a disk that fails it raises a ``CheckpointError`` naming why, the
+    previous checkpoint kept (:func:`torchrl_chunk.experiment.save_job_checkpoint`)."""
+    job.state.wall_time_s = wall_time_s
+    save_job_checkpoint(job.dir, job.state, job.modules, job.buffer if job.spec.bc else None)
 
 
 def stop_message(algo: str, task: str, job_dir: Path, err: BaseException) -> str:
-    """One line: what stopped the job, the fix where the cause is known (a full or read-only disk,
-    an env worker that died), the last good checkpoint (only one that verifies and loads:
-    :func:`last_good_checkpoint`) and how to go on. The traceback goes to ``error.log``."""
-    import errno
-    import traceback
-
+    """One line: what stopped the job, the fix where the cause is known (a full or read-only disk, an
+    env worker that died), its last good checkpoint and how to go on; the traceback in ``error.log``
+    (:func:`torchrl_chunk.experiment.failure_message`)."""
     from torchrl_chunk.envs import WorkerError
 
-    run_dir = next((p.parent for p in job_dir.parents if p.name == "jobs"), job_dir)  # run_dir/jobs/algo/task[/seed_k]
-    where = ""
-    for log in (job_dir / "error.log", run_dir / "error.log"):  # the run directory's if the job's is not writable
-        try:
-            log.parent.mkdir(parents=True, exist_ok=True)
-            log.write_text("".join(traceback.format_exception(err)))
-        except OSError:
-            continue
-        where = f" (traceback in {log})"
-        break
-    msg = f"error: {algo}/{task}: {' '.join(str(err).split())}"
+    def fix(cause: BaseException) -> str | None:
+        if isinstance(cause, WorkerError) and " died " in str(cause):
+            return ("An exit code of -9 is most often the out-of-memory killer: lower env.num_workers or "
+                    "env.num_envs, or give the job more memory.")
+        return None
 
-    def add(sentence: str) -> None:
-        nonlocal msg
-        msg = msg.rstrip(" .") + ". " + sentence
-
-    chain, e = [], err
-    while e is not None and e not in chain:
-        chain.append(e)
-        e = e.__cause__ or e.__context__
-    for e in chain:  # the fix, from the first cause this knows
-        code = getattr(e, "errno", None)
-        if code in (errno.ENOSPC, errno.EDQUOT):
-            add(f"The disk of {job_dir} is full: free space there (or move the run directory to a larger disk), "
-                "then resume.")
-        elif code in (errno.EACCES, errno.EPERM, errno.EROFS):
-            add(f"{getattr(e, 'filename', None) or job_dir} cannot be written by this user: fix the permissions of it "
-                "or its directory (or move the run directory somewhere writable), then resume.")
-        elif isinstance(e, WorkerError) and " died " in str(e):
-            add("An exit code of -9 is most often the out-of-memory killer: lower env.num_workers or env.num_envs, "
-                "or give the job more memory.")
-        else:
-            continue
-        break
-    ckpt, iteration, note = last_good_checkpoint(job_dir)
-    if ckpt is not None:
-        add(f"The last good checkpoint is {ckpt} (iteration {iteration}{'; ' + note if note else ''}): "
-            f"resume={run_dir} goes on from it with the same settings and data; to change training settings "
-            "(e.g. a lower optim.lr), start a new run_dir.")
-    elif note is None:
-        add(f"Nothing of this job was checkpointed yet: resume={run_dir} starts it again.")
-    elif str(job_dir / "checkpoint") not in msg:  # an error about the checkpoint itself already says what to do
-        add(f"No checkpoint of this job can be loaded ({note}): delete {job_dir / 'checkpoint'} and "
-            f"resume={run_dir} starts it again from scratch.")
-    return msg + where
+    return failure_message(f"{algo}/{task}", job_dir, err, fix)
 
 
 class LocalCollection:
@@ -449,9 +351,9 @@ class LocalCollection:
 
 def make_collector(cfg: DictConfig, job: Job) -> LocalCollection | distributed.RayEpisodeCollector:
     """Whole-episode batches: TorchRL's collector here, or Ray actors (``collector.backend=ray``)."""
-    decisions = int(cfg.env.decisions_per_env or math.ceil(cfg.env.max_steps / job.horizon))
+    decisions = int(cfg.env.decisions_per_env or math.ceil(cfg.env.max_steps / job.chunk_size))
     make_env = functools.partial(
-        make_metaworld_env, job.task, chunk_size=job.horizon, seed=int(cfg.seed), max_steps=cfg.env.max_steps,
+        make_metaworld_env, job.task, chunk_size=job.chunk_size, seed=int(cfg.seed), max_steps=cfg.env.max_steps,
         from_pixels=cfg.env.from_pixels, image_size=cfg.env.image_size, worker_timeout_s=cfg.env.worker_timeout_s,
     )
     if cfg.collector.backend == "ray":
@@ -491,7 +393,7 @@ def evaluate(cfg: DictConfig, job: Job, episodes: int, record: int = 0, collecto
         actors = collector.actors() if isinstance(collector, distributed.RayEpisodeCollector) else None
         return distributed.evaluate_policy_ray(
             job.actor, job.task, num_workers=int(cfg.eval.workers), num_episodes=episodes,
-            num_envs=cfg.eval.num_envs, chunk_size=job.horizon, max_steps=cfg.env.max_steps,
+            num_envs=cfg.eval.num_envs, chunk_size=job.chunk_size, max_steps=cfg.env.max_steps,
             eval_seed=cfg.eval.eval_seed, from_pixels=cfg.env.from_pixels, image_size=cfg.env.image_size,
             record_episodes=record, num_threads=int(cfg.threads_per_process), actors=actors,
         )
@@ -501,7 +403,7 @@ def evaluate(cfg: DictConfig, job: Job, episodes: int, record: int = 0, collecto
     def policy(td):  # evaluate_policy runs it deterministically, without gradients
         return actor(td.to(job.device)).to("cpu")
 
-    kwargs = dict(chunk_size=job.horizon, max_steps=cfg.env.max_steps, eval_seed=cfg.eval.eval_seed,
+    kwargs = dict(chunk_size=job.chunk_size, max_steps=cfg.env.max_steps, eval_seed=cfg.eval.eval_seed,
                   from_pixels=cfg.env.from_pixels, image_size=cfg.env.image_size)
     wave = min(int(cfg.eval.num_envs), episodes)  # the envs one evaluation wave runs at once
     pool = dict(num_workers=env_workers(cfg, wave), worker_timeout_s=cfg.env.worker_timeout_s)
@@ -519,6 +421,26 @@ def close_eval_envs(job: Job) -> None:
     for env in job.eval_envs.values():
         env.close(raise_if_closed=False)
     job.eval_envs.clear()
+
+
+def write_result(cfg: DictConfig, job: Job, metrics: dict, wall_time_s: float) -> dict:
+    """The job's ``result.json`` record (Table I's metrics, its buffer at the end, its quick evaluations),
+    written with the final evaluation's video, if recorded, and the learning curve."""
+    episodes = metrics.pop("episodes", None)
+    b = job.buffer
+    result = {
+        "algo": job.algo, "label": job.spec.label, "task": job.task, "seed": int(cfg.seed), "metrics": metrics,
+        "eval": eval_protocol(cfg),
+        "env_steps": job.state.env_steps, "updates": job.state.updates, "wall_time_s": wall_time_s,
+        "buffer": {"trajectories": b.num_trajectories, "admitted": b.stats.admitted, "rejected": b.stats.rejected,
+                   "incomplete": b.stats.incomplete, "evicted": b.stats.evicted, "length_limit": b.length_limit,
+                   "base_length_limit": b.base_length_limit, "adaptive": b.adaptive is not None,
+                   "length_weighting": b.length_weighting, "expert_trajectories": b.num_expert_trajectories,
+                   "bc_coeff": float(job.bc.coeff)},
+        "history": job.state.history,
+    }
+    frames = [episodes.frames[i] for i in sorted(episodes.frames)] if episodes is not None and episodes.frames else None
+    return save_result(job.dir, result, frames, fps=realtime_fps(job.chunk_size))
 
 
 def quick_eval_due(cfg: DictConfig, env_steps: int, steps: int) -> bool:
@@ -549,7 +471,7 @@ def optimizer_step(cfg: DictConfig, job: Job, out) -> dict[str, torch.Tensor]:
     actor, critic = (torch.nn.utils.clip_grad_norm_(g["params"], cfg.optim.max_grad_norm)
                      for g in job.optim.param_groups)
     job.optim.step()
-    job.state["updates"] += 1
+    job.state.updates += 1
     return {"grad_norm": actor, "grad_norm_critic": critic}
 
 
@@ -559,22 +481,22 @@ def log_iteration(job: Job, log, data, steps: int, bar, collector=None) -> dict[
     state, buffer = job.state, job.buffer
     nxt = data["next"]
     done = nxt["done"].squeeze(-1)
-    state["episodes"] += int(done.sum())
-    state["successes"] += int((done & nxt[SUCCESS_KEY].squeeze(-1)).sum())
+    state.episodes += int(done.sum())
+    state.successes += int((done & nxt[SUCCESS_KEY].squeeze(-1)).sum())
     row = log.summary(env_steps=steps)
     row.update(beta=job.loss.beta if job.spec.bc else 1.0,
-               train_success=state["successes"] / max(1, state["episodes"]))
+               train_success=state.successes / max(1, state.episodes))
     if job.spec.bc:
         row.update(buffer.metrics(prefix="buffer/"), bc_coeff=float(job.bc.coeff))
     if collector is not None and collector.bytes_received:
         row.update({"collect/bytes_sent": collector.bytes_sent, "collect/bytes_received": collector.bytes_received,
                     "collect/restarts": collector.restarts})
-    last = state["history"][-1]
-    if last["env_steps"] == state["env_steps"]:  # a quick evaluation ran this iteration
+    last = state.history[-1]
+    if last["env_steps"] == state.env_steps:  # a quick evaluation ran this iteration
         row.update({"eval/success_rate": last["success_rate"], "eval/len_p10": last["len_p10"],
                     "eval/avg_shortest_10pct": last["avg_shortest_10pct"]})
     row = {k: v for k, v in row.items() if v is not None}
-    job.logger.log_metrics(row, step=state["env_steps"])
+    job.logger.log_metrics(row, step=state.env_steps)
     bar.update(steps)
     bar.set_postfix(succ=f"{row['train_success']:.2f}", eval=f"{last['success_rate']:.2f}",
                     beta=f"{row['beta']:.2f}", buf=buffer.num_trajectories,

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Copy what a finished (or partly finished) run directory's numbers need into the repository:
 # config.yaml, results.md/.csv, stats.md, wall_time.txt and every jobs/<algo>/<task>/seed_<k>/result.json.
-# No checkpoints, buffers or logs. recipes/merge_results.py reads the copy like the run directory, and
-# `resume=` of a copy put back under runs/ runs only the jobs that have no result.json yet.
+# No checkpoints, buffers or logs. python -m torchrl_chunk.experiment.merge_results reads the copy like the
+# run directory, and `resume=` of a copy put back under runs/ runs only the jobs that have no result.json yet.
 #   bash scripts/keep_results.sh runs/mt10/ours_s1 docs/runs/ours_s1
 set -euo pipefail
 src=${1:?usage: keep_results.sh RUN_DIR DEST}

@@ -12,6 +12,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "recipes"))
 import mt10_config  # noqa: E402
 
+from torchrl_chunk.experiment import JobError  # noqa: E402
+
 
 def config(*overrides):
     """The smoke preset with ``overrides``, composed as the recipe's ``@hydra.main`` would."""
@@ -21,7 +23,7 @@ def config(*overrides):
 
 def error_of(*overrides) -> str:
     """The one-line message ``check_config`` stops with for ``overrides``."""
-    with pytest.raises(SystemExit) as err:
+    with pytest.raises(JobError) as err:
         mt10_config.check_config(config(*overrides))
     msg = str(err.value)
     assert msg.startswith("error: ") and "\n" not in msg

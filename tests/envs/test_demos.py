@@ -327,6 +327,7 @@ def test_the_recipe_passes_its_expectations_to_the_cache(demos, tmp_path, monkey
     import mt10_utils
 
     from torchrl_chunk.envs.demos import DemoFileError
+    from torchrl_chunk.experiment import JobError
 
     cfg = OmegaConf.create({"seed": 11, "demos": {"source": "scripted", "seed": None, "cache_dir": str(tmp_path)},
                             "env": {"max_steps": 200, "from_pixels": False, "image_size": 128}})
@@ -341,7 +342,7 @@ def test_the_recipe_passes_its_expectations_to_the_cache(demos, tmp_path, monkey
     still = _tampered(demos, 0, action=torch.zeros_like)
     still.metadata = {"source": "lerobot", "path": "/data/reach"}
     monkeypatch.setattr(mt10_utils, "demos_from_path", lambda cfg, task, num: still)
-    with pytest.raises(SystemExit) as err:
+    with pytest.raises(JobError) as err:
         mt10_utils.expert_demos(OmegaConf.merge(cfg, {"demos": {"source": "lerobot"}}), REACH, 3)
     assert str(err.value).startswith("error: reach-v3: demos.source=lerobot demos.path=/data/reach: expert demo 0 "
                                      "of reach-v3 never moves (all its actions are zero")

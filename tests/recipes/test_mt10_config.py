@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "recipes"))
 import mt10_config  # noqa: E402
 from _recipe_config import config, error_of  # noqa: E402
-import mt10_schema  # noqa: E402
+
+from torchrl_chunk.experiment import JobError  # noqa: E402
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
@@ -24,11 +25,11 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 def test_presets_pass():
     for preset in ("cpu", "paper", "smoke"):
         mt10_config.check_config(config(f"preset={preset}"))
-    # every preset with every model matches the typed schema (a setting missing from mt10_schema.py,
+    # every preset with every model matches the typed schema (a setting missing from mt10_config.py's,
     # or one of the schema missing from recipes/conf/, is named here)
     for preset in ("cpu", "paper", "smoke", "gpu"):
         for model in ("mlp", "pixel", "octo_small", "tiny_vla"):
-            assert mt10_schema.settings_problems(config(f"preset={preset}", f"model={model}")) == []
+            assert mt10_config.settings_problems(config(f"preset={preset}", f"model={model}")) == []
 
 
 @pytest.mark.parametrize("preset", ["cpu", "smoke", "paper", "gpu"])
@@ -160,7 +161,7 @@ def test_tasks_presets_and_lists():
 def test_bad_tasks_are_named_with_the_closest_valid_ones(override, message):
     msg = error_of(override)
     assert message in msg
-    with pytest.raises(SystemExit) as err:
+    with pytest.raises(JobError) as err:
         mt10_config.resolve_tasks(config(override))
     assert str(err.value).startswith("error: tasks: ") and "\n" not in str(err.value)
 
@@ -170,7 +171,7 @@ def test_warmup_zero_is_no_warmup_as_the_library_documents():
 
 
 # ----------------------------------------------------------------------------------------
-# typed, closed settings (recipes/mt10_schema.py): wrong types and unknown keys, named
+# typed, closed settings (recipes/mt10_config.py's schema): wrong types and unknown keys, named
 # ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "override, message",
@@ -231,7 +232,7 @@ def test_a_yaml_given_with_config_name_is_checked(tmp_path, text, message):
     conf = _conf_copy(tmp_path, "exp", "defaults:\n  - config\n  - _self_\n" + text)
     with initialize_config_dir(str(conf), version_base="1.3"):
         cfg = compose("exp", overrides=["preset=smoke"])
-    with pytest.raises(SystemExit) as err:
+    with pytest.raises(JobError) as err:
         mt10_config.check_config(cfg)
     assert str(err.value).startswith("error: ") and message in str(err.value) and "\n" not in str(err.value)
 
@@ -240,11 +241,11 @@ def test_a_resumed_run_keeps_the_keys_an_older_recipe_wrote():
     """``eval.video`` was a setting once: a run directory's config.yaml may hold it."""
     old = OmegaConf.to_container(config(), resolve=True)
     old["eval"]["video"] = False
-    with pytest.raises(SystemExit, match="eval.video is not a setting"):
+    with pytest.raises(JobError, match="eval.video is not a setting"):
         mt10_config.check_config(OmegaConf.create(old))
     mt10_config.check_config(OmegaConf.create(old), allow=["eval.video"])
     old["eval"]["trian"] = 1  # a key the run did not write is still refused
-    with pytest.raises(SystemExit, match="eval.trian is not a setting"):
+    with pytest.raises(JobError, match="eval.trian is not a setting"):
         mt10_config.check_config(OmegaConf.create(old), allow=["eval.video"])
 
 

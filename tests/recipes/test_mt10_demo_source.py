@@ -15,6 +15,7 @@ from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
 
 from torchrl_chunk.data import save_lerobot_demos
 from torchrl_chunk.envs import collect_expert_demos, task_index
+from torchrl_chunk.experiment import JobError
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "recipes"))
@@ -86,7 +87,7 @@ def test_expert_demos_from_a_replay_buffer_dump(demos, dump_path):
     assert got.num_tries == 3 and got.metadata == {"source": "replay_buffer", "path": str(dump_path)}
     for a, b in zip(got.trajectories, demos[1:]):
         assert (a.exclude("index") == b).all()  # task_id included: the task's index
-    with pytest.raises(SystemExit, match=r"^error: reach-v3: demos.source=replay_buffer demos.path=.* holds 2 "
+    with pytest.raises(JobError, match=r"^error: reach-v3: demos.source=replay_buffer demos.path=.* holds 2 "
                                          r"successful episodes \(of 3 read\) but 3 are needed; lower demos.num"):
         mt10_utils.expert_demos(cfg, TASK, 3)
 
@@ -99,7 +100,7 @@ def test_expert_demos_refuse_another_tasks_demonstrations(demos, tmp_path):
     rb.extend(torch.cat(other))
     rb.dumps(tmp_path / "dump")
     cfg = config("demos.source=replay_buffer", f"demos.path={tmp_path / 'dump'}")
-    with pytest.raises(SystemExit, match=rf"episode 0 has task_id 3, not reach-v3's {task_index(TASK)}; use "
+    with pytest.raises(JobError, match=rf"episode 0 has task_id 3, not reach-v3's {task_index(TASK)}; use "
                                          "demonstrations of reach-v3"):
         mt10_utils.expert_demos(cfg, TASK, 2)
 

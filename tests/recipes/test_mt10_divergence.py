@@ -15,6 +15,7 @@ import mt10  # noqa: E402
 import mt10_utils  # noqa: E402
 
 from torchrl_chunk.envs import NonFiniteObservationError  # noqa: E402
+from torchrl_chunk.experiment import JobError, JobId  # noqa: E402
 from torchrl_chunk.keys import STATE_KEY  # noqa: E402
 
 
@@ -37,8 +38,8 @@ def test_nan_observation_names_the_observation_task_env_and_last_checkpoint(tmp_
 
     monkeypatch.setattr(mt10_utils, "collect", collect)
     job_dir = tmp_path / "run" / "jobs" / "ours" / "reach-v3"
-    with pytest.raises(SystemExit) as err:
-        mt10.run_job(smoke_config(tmp_path), "ours", "reach-v3", job_dir)
+    with pytest.raises(JobError) as err:
+        mt10.run_job(smoke_config(tmp_path), JobId("ours", "reach-v3", 1), job_dir)
     msg = str(err.value)
     assert "non-finite observation ('observation', 'state')" in msg and "reach-v3" in msg and "env 2" in msg
     assert "non-finite action" not in msg  # the policy is not blamed for the simulator

@@ -28,12 +28,12 @@ ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "recipes" / "mt10.py"
 sys.path.insert(0, str(ROOT / "recipes"))
 import mt10  # noqa: E402
-import mt10_jobs as jobs  # noqa: E402
 import mt10_utils as u  # noqa: E402
 
 from torchrl_chunk import gl  # noqa: E402
 from torchrl_chunk.envs import WorkerError  # noqa: E402
-from torchrl_chunk.experiment import CheckpointError, StopRequested, StopSignals, save_checkpoint  # noqa: E402
+from torchrl_chunk.experiment import (  # noqa: E402
+    CheckpointError, JobError, JobId, JobState, StopRequested, StopSignals)
 from torchrl_chunk.experiment.checkpoint import previous_dir  # noqa: E402
 
 # Twenty iterations of 320 env steps, so that a signal sent once the first one is logged lands
@@ -147,8 +147,8 @@ def test_a_dead_env_worker_is_one_line_with_the_fix_and_the_last_good_checkpoint
 
     monkeypatch.setattr(u, "collect", collect)
     job = job_dir(tmp_path)
-    with pytest.raises(SystemExit) as err:
-        mt10.run_job(smoke_config(cache), "ours", "reach-v3", job)
+    with pytest.raises(JobError) as err:
+        mt10.run_job(smoke_config(cache), JobId("ours", "reach-v3", 1), job)
     msg = one_line(err)
     assert msg.startswith("error: ours/reach-v3: env worker 1 (pid 4242) died during step (exit code -9)")
     assert "out-of-memory killer: lower env.num_workers or env.num_envs" in msg
@@ -166,8 +166,7 @@ def test_env_workers_killed_by_the_same_signal_are_a_stop_not_an_error(tmp_path,
 
     monkeypatch.setattr(mt10, "train_and_evaluate", dies)
     with StopSignals(announce=None), pytest.raises(StopRequested) as err:
-        mt10.run_job(OmegaConf.create({"seed": 1, "eval": {"episodes": 8, "eval_seed": 7}}), "ours", "reach-v3",
-                     job_dir(tmp_path))
+        mt10.run_job({"seed": 1}, JobId("ours", "reach-v3", 1), job_dir(tmp_path))
     assert err.value.exit_code == 143
     assert err.value.detail == ("ours/reach-v3 (seed 1) stopped mid-iteration (its env workers got the signal too); "
                                 "it has no checkpoint yet")
@@ -175,7 +174,7 @@ def test_env_workers_killed_by_the_same_signal_are_a_stop_not_an_error(tmp_path,
 
 def checkpointed_job(tmp_path: Path, iteration: int = 1) -> SimpleNamespace:
     """Enough of a ``mt10_utils.Job`` for ``save_checkpoint``, with one checkpoint written."""
-    job = SimpleNamespace(dir=job_dir(tmp_path), state={"phase": "rl", "iteration": iteration, "wall_time_s": 0.0},
+    job = SimpleNamespace(dir=job_dir(tmp_path), state=JobState(phase="rl", iteration=iteration),
                           modules={"actor": torch.nn.Linear(2, 2)}, buffer=None, spec=SimpleNamespace(bc=False))
     job.dir.mkdir(parents=True)
     u.save_checkpoint(job, 1.0)
@@ -200,7 +199,7 @@ def test_a_disk_that_fills_during_a_checkpoint_is_one_line_and_the_previous_one_
         raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")  # what torch says
 
     monkeypatch.setattr(checkpoint.torch, "save", full_disk)
-    job.state["iteration"] = 2
+    job.state.iteration = 2
     with pytest.raises(CheckpointError) as err:
         u.save_checkpoint(job, 2.0)
     assert err.value.errno == errno.ENOSPC
@@ -238,8 +237,8 @@ def test_an_unwritable_job_directory_is_one_line_with_the_traceback_in_the_run_d
         return real_mkdir(self, *a, **k)
 
     monkeypatch.setattr(Path, "mkdir", mkdir)
-    with pytest.raises(SystemExit) as err:
-        mt10.run_job(smoke_config(cache), "ours", "reach-v3", job)
+    with pytest.raises(JobError) as err:
+        mt10.run_job(smoke_config(cache), JobId("ours", "reach-v3", 1), job)
     msg = one_line(err)
     assert msg.startswith(f"error: ours/reach-v3: [Errno 13] Permission denied: '{job}'")
     assert f"{job} cannot be written by this user: fix the permissions of it or its directory" in msg
@@ -253,8 +252,8 @@ def test_mujoco_gl_that_cannot_render_pixels_is_one_line(tmp_path, monkeypatch, 
     monkeypatch.setattr(gl, "RENDERING_UNAVAILABLE", reason)
     job = job_dir(tmp_path)
     cfg = smoke_config(cache, "env.from_pixels=true", "model=pixel", "env.image_size=32")
-    with pytest.raises(SystemExit) as err:
-        mt10.run_job(cfg, "ours", "reach-v3", job)
+    with pytest.raises(JobError) as err:
+        mt10.run_job(cfg, JobId("ours", "reach-v3", 1), job)
     msg = one_line(err)
     assert msg.startswith("error: ours/reach-v3: Pixel observations need MuJoCo rendering, but MUJOCO_GL=nonsense is "
                           "not a value MuJoCo knows")
@@ -264,7 +263,7 @@ def test_mujoco_gl_that_cannot_render_pixels_is_one_line(tmp_path, monkeypatch, 
 
 def test_a_checkpoint_that_cannot_be_loaded_is_never_the_last_good_one(tmp_path):
     job = checkpointed_job(tmp_path, iteration=3)
-    job.state["iteration"] = 4
+    job.state.iteration = 4
     u.save_checkpoint(job, 2.0)  # checkpoint/ (4), checkpoint.prev/ (3)
     ckpt, prev = job.dir / "checkpoint", previous_dir(job.dir)
     msg = u.stop_message("ours", "reach-v3", job.dir, ValueError("x"))
@@ -297,7 +296,7 @@ def test_a_stop_during_sft_or_the_final_evaluation(tmp_path, monkeypatch, cache)
     with StopSignals(announce=None):
         os.kill(os.getpid(), signal.SIGTERM)
         with pytest.raises(StopRequested) as err:
-            mt10.run_job(cfg, "sft", "reach-v3", job)
+            mt10.run_job(cfg, JobId("sft", "reach-v3", 1), job)
     assert err.value.detail == "sft/reach-v3 (seed 1) was in its SFT (step 0 of 20), which starts again on resume"
     assert not (job / "checkpoint").exists()
 
@@ -308,49 +307,21 @@ def test_a_stop_during_sft_or_the_final_evaluation(tmp_path, monkeypatch, cache)
 
     monkeypatch.setattr(u, "evaluate", evaluate_then_signal)
     with StopSignals(announce=None), pytest.raises(StopRequested) as err:
-        mt10.run_job(cfg, "sft", "reach-v3", job)
+        mt10.run_job(cfg, JobId("sft", "reach-v3", 1), job)
     assert err.value.detail == (f"sft/reach-v3 (seed 1) was in its final evaluation, which runs again on resume from "
                                 f"its checkpoint ({job / 'checkpoint'})")
     assert torch.load(job / "checkpoint" / "state.pt", weights_only=False)["phase"] == "eval"
 
 
-class FakeRay:
-    """``ray`` for ``run_on_ray``: two jobs that never finish; the driver gets a SIGTERM."""
-
-    def __init__(self):
-        self.cancelled = []
-
-    def remote(self, **options):
-        return lambda fn: SimpleNamespace(remote=lambda *args: object())
-
-    def wait(self, pending, num_returns, timeout):
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(0.05)
-        return [], pending
-
-    def cancel(self, future):
-        self.cancelled.append(future)
-
-
-def test_launcher_ray_cancels_the_jobs_on_a_stop(tmp_path, monkeypatch):
-    fake = FakeRay()
-    monkeypatch.setattr(jobs, "ray_session", lambda cfg: fake)
-    cfg = OmegaConf.create({"threads_per_process": 1, "collector": {"backend": "ray"}, "algo": {"names": ["ours"]},
-                            "ray": {"job_gpus": 0, "max_retries": 0}})
-    with StopSignals(announce=None), pytest.raises(StopRequested) as err:
-        mt10.run_on_ray(cfg, [("reach-v3", 1), ("reach-v3", 2)], {}, tmp_path)
-    assert len(fake.cancelled) == 2 and err.value.exit_code == 143
-    assert err.value.detail == ("2 Ray job(s) cancelled, each resumes from its last checkpoint "
-                                "(train.checkpoint_every_iters); 0 of 2 finished")
-
-
 def test_a_parallel_tasks_process_that_dies_is_one_line(tmp_path, monkeypatch, cache):
     from concurrent.futures.process import BrokenProcessPool
+
+    from torchrl_chunk.experiment import launcher
 
     def broken(*args):
         raise BrokenProcessPool("A process in the process pool was terminated abruptly")
 
-    monkeypatch.setattr(mt10, "map_shards", broken)
+    monkeypatch.setattr(launcher, "map_shards", broken)
     with pytest.raises(SystemExit) as err:
         mt10.main(smoke_config(cache, f"run_dir={tmp_path / 'run'}"))
     msg = one_line(err)

@@ -1,4 +1,5 @@
-"""The recipe's job helpers that decide what a resume redoes and what a stopped job says."""
+"""What a resume redoes (torchrl_chunk.experiment.finished_result with the recipe's eval protocol) and
+what a stopped job says (mt10_utils.stop_message)."""
 
 from __future__ import annotations
 
@@ -12,26 +13,30 @@ from omegaconf import OmegaConf
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "recipes"))
 import mt10_utils as u  # noqa: E402
+from mt10_config import eval_protocol  # noqa: E402
+
+from torchrl_chunk.experiment import finished_result  # noqa: E402
+from torchrl_chunk.experiment.results import RESULT  # noqa: E402
 
 CFG = OmegaConf.create({"eval": {"episodes": 128, "eval_seed": 7}})
 
 
 def write_result(job_dir: Path, **extra) -> None:
     job_dir.mkdir(parents=True, exist_ok=True)
-    (job_dir / u.RESULT).write_text(json.dumps({"algo": "ours", "task": "reach-v3", "metrics": {}, **extra}))
+    (job_dir / RESULT).write_text(json.dumps({"algo": "ours", "task": "reach-v3", "metrics": {}, **extra}))
 
 
 def test_a_finished_job_is_kept_only_with_the_same_eval_protocol(tmp_path):
     job = tmp_path / "job"
-    assert u.finished_result(CFG, job) is None  # not finished
+    assert finished_result(job, eval_protocol(CFG)) is None  # not finished
     write_result(job, eval={"episodes": 128, "eval_seed": 7})
-    assert u.finished_result(CFG, job)["algo"] == "ours"
+    assert finished_result(job, eval_protocol(CFG))["algo"] == "ours"
     write_result(job, eval={"episodes": 64, "eval_seed": 7})
-    assert u.finished_result(CFG, job) is None  # evaluated again from its final checkpoint
+    assert finished_result(job, eval_protocol(CFG)) is None  # evaluated again from its final checkpoint
     write_result(job)  # result.json from before the field: kept as it is
-    assert u.finished_result(CFG, job) is not None
-    (job / u.RESULT).write_text('{"algo": "ours", "ta')  # killed while writing (older versions)
-    assert u.finished_result(CFG, job) is None
+    assert finished_result(job, eval_protocol(CFG)) is not None
+    (job / RESULT).write_text('{"algo": "ours", "ta')  # killed while writing (older versions)
+    assert finished_result(job, eval_protocol(CFG)) is None
 
 
 def test_stop_message_is_one_line_with_checkpoint_and_keeps_the_traceback(tmp_path):

@@ -26,6 +26,7 @@ buffer of iteration k-1) would resume silently on the wrong data.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -35,6 +36,8 @@ from pathlib import Path
 from typing import Any, Mapping, Protocol
 
 import torch
+
+from torchrl_chunk.experiment.state import JobState
 
 CHECKPOINT_DIR = "checkpoint"  # <job>/checkpoint/{state.pt, buffer/}
 STATE_FILE = "state.pt"
@@ -191,16 +194,18 @@ def _check_finite(job_dir: Path, modules: Mapping[str, Any]) -> None:
 
 
 def save_checkpoint(
-    job_dir: Path, state: Mapping[str, Any], modules: Mapping[str, Any], buffer: Dumpable | None
+    job_dir: Path, state: Mapping[str, Any] | JobState, modules: Mapping[str, Any], buffer: Dumpable | None
 ) -> Path:
     """Write ``state``, every module's ``state_dict`` and ``buffer`` as the job's checkpoint.
 
-    Raises ``FloatingPointError`` (and keeps the previous checkpoint) when a module holds
-    NaN/inf: a checkpoint is never worse than the one before it. Returns its directory.
+    ``state``: a :class:`~torchrl_chunk.experiment.state.JobState` (saved as the dict of its
+    fields) or any mapping of counters. Raises ``FloatingPointError`` (and keeps the previous
+    checkpoint) when a module holds NaN/inf: a checkpoint is never worse than the one before
+    it. Returns its directory.
     """
     job_dir = Path(job_dir)
     _check_finite(job_dir, modules)
-    payload = dict(state)
+    payload = state.to_dict() if isinstance(state, JobState) else dict(state)
     payload["modules"] = {k: v.state_dict() for k, v in modules.items()}
     payload["torch_rng"] = torch.get_rng_state()
     if torch.cuda.is_available() and torch.cuda.is_initialized():  # a CUDA learner draws there too
@@ -223,14 +228,73 @@ def save_checkpoint(
     return ckpt
 
 
+def save_job_checkpoint(
+    job_dir: Path, state: Mapping[str, Any] | JobState, modules: Mapping[str, Any], buffer: Dumpable | None
+) -> Path:
+    """:func:`save_checkpoint`, with a failure of the disk said in one line.
+
+    A save that fails for the disk (full, not writable) removes its partial ``checkpoint.tmp/``
+    (on a full disk, that space comes back), keeps the previous checkpoint and raises a
+    :class:`CheckpointError` whose ``errno`` says why (``ENOSPC`` also when ``torch.save``
+    reports a full disk only as a ``RuntimeError``) and whose ``filename`` is the file that
+    failed; :func:`~torchrl_chunk.experiment.launcher.failure_message` words the fix. Any
+    other error (e.g. a module that cannot be pickled) is raised as it is.
+    """
+    try:
+        return save_checkpoint(job_dir, state, modules, buffer)
+    except (OSError, RuntimeError) as err:
+        try:
+            full = shutil.disk_usage(job_dir).free < 16 << 20  # torch.save: "unexpected pos ..." on a full disk
+        except OSError:
+            full = False
+        code = errno.ENOSPC if full else getattr(err, "errno", None)
+        if code is None:  # not the disk
+            raise
+        try:
+            recover_checkpoint(job_dir)  # drops checkpoint.tmp/; the previous checkpoint stays
+        except Exception:  # noqa: BLE001 - the error below matters more
+            pass
+        iteration = state.iteration if isinstance(state, JobState) else state["iteration"]
+        failure = CheckpointError(f"could not write the checkpoint of iteration {iteration} in {job_dir} "
+                                  f"({type(err).__name__}: {' '.join(str(err).split())})")
+        failure.errno, failure.filename = code, getattr(err, "filename", None)
+        raise failure from err
+
+
+def last_good_checkpoint(job_dir: Path) -> tuple[Path | None, int | None, str | None]:
+    """``(directory, iteration, note)`` of the checkpoint a resume of ``job_dir`` would load, or
+    ``(None, None, why)`` when it would load none (``why`` is ``None``: nothing was checkpointed).
+
+    Decided as :func:`load_checkpoint` decides: ``checkpoint/`` when its manifest verifies
+    (``checkpoint.prev/`` when only that one does, ``note`` naming the damage) and its
+    ``state.pt`` loads; a checkpoint that cannot be loaded is never returned."""
+    try:
+        ckpt = recover_checkpoint(job_dir)  # what the next start repairs, e.g. a kill mid-save
+    except CheckpointError as err:
+        return None, None, " ".join(str(err).split())
+    if ckpt is None:
+        return None, None, None
+    note, damage = None, verify_manifest(ckpt)
+    if damage is not None:
+        prev = previous_dir(job_dir)
+        if not (prev / STATE_FILE).exists() or verify_manifest(prev) is not None:
+            return None, None, f"{ckpt} is damaged: {damage}"
+        note, ckpt = f"{ckpt} is damaged: {damage}", prev
+    try:
+        iteration = int(torch.load(ckpt / STATE_FILE, weights_only=False, mmap=True, map_location="cpu")["iteration"])
+    except Exception as err:  # noqa: BLE001 - any unreadable state.pt
+        return None, None, f"{ckpt / STATE_FILE} does not load ({type(err).__name__})"
+    return ckpt, iteration, note
+
+
 def load_checkpoint(
     job_dir: Path, modules: Mapping[str, Any], buffer: Dumpable | None
 ) -> dict[str, Any] | None:
     """Restore ``modules`` and ``buffer`` (and the torch RNG) from the job's checkpoint.
 
     Returns the saved state (counters, ``"modules"``, ``"torch_rng"``, ``"cuda_rng"`` when a
-    CUDA learner saved it), or ``None`` when the
-    job has no checkpoint yet. An unreadable checkpoint raises :class:`CheckpointError` and
+    CUDA learner saved it; :meth:`.state.JobState.from_dict` reads the counters back), or
+    ``None`` when the job has no checkpoint yet. An unreadable checkpoint raises :class:`CheckpointError` and
     is left untouched.
     """
     ckpt = recover_checkpoint(job_dir)

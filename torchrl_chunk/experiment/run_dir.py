@@ -19,6 +19,9 @@ jobs write. Three rules keep results honest:
   The resumed settings are written back (:func:`save_run_settings`), so ``config.yaml``
   always says what the run's remaining work uses.
 
+:func:`prepare_run` applies these rules to a Hydra recipe's settings (its ``run_dir`` and
+``resume`` settings, the overrides of its command line).
+
 Settings are plain nested dicts (``OmegaConf.to_container`` of a Hydra config); YAML is
 written with OmegaConf, which Hydra already brings.
 """
@@ -30,11 +33,11 @@ import os
 import socket
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 CONFIG_FILE = "config.yaml"
 LOCK_FILE = "run.lock"
@@ -195,3 +198,63 @@ def resume_settings(
     for key, value in overrides.items():
         OmegaConf.update(merged, key, value, force_add=True)
     return OmegaConf.to_container(merged, resolve=True), added
+
+
+# ----------------------------------------------------------------------------------------
+# a Hydra recipe's run: new, continued (same settings) or resumed (allowed overrides only)
+# ----------------------------------------------------------------------------------------
+def command_line_overrides(exclude: Sequence[str] = ("resume", "run_dir")) -> dict[str, Any]:
+    """``key -> value`` of the settings given on the command line (Hydra's task overrides)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(list(HydraConfig.get().overrides.task))
+    return {o.key_or_group: o.value() for o in parsed if o.key_or_group not in exclude}
+
+
+def timestamped_run_dir(root: Path | str, multirun_tag: str = "") -> Path:
+    """``root/<YYYYmmdd_HHMMSS>``; under ``--multirun`` also ``_<job number>_<multirun_tag>``."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    stamp = time.strftime("%Y%m%d_%H%M%S")
+    hc = HydraConfig.get()
+    if hc.mode == RunMode.MULTIRUN:  # one directory per --multirun job
+        stamp += f"_{hc.job.num}_{multirun_tag}"
+    return Path(root) / stamp
+
+
+def prepare_run(cfg: DictConfig, *, check: Callable[[DictConfig, list[str]], None], allowed: Sequence[str],
+                new_run_dir: Callable[[DictConfig], Path]) -> tuple[DictConfig, Path]:
+    """Check a Hydra recipe's settings, then create, continue or resume its run directory.
+
+    With ``resume=<dir>``: the run's saved settings, settings added since from the defaults and
+    the command line's overrides under ``allowed`` (any other is refused), checked by
+    ``check(cfg, allow)`` (``allow``: the saved keys, which an older recipe may have written)
+    and written back. Otherwise ``check(cfg, [])``, then ``run_dir`` (``new_run_dir(cfg)`` when
+    null) is created, or continued when it holds a run with the same settings (``allowed``
+    aside). ``check`` raises to refuse the settings, before anything is written; a run directory
+    that cannot be used raises :class:`RunDirError`. Returns the resolved settings (``run_dir``
+    set, ``resume`` null) and the run directory.
+    """
+    if cfg.resume:
+        run_dir = Path(cfg.resume)
+        saved = load_run_settings(run_dir)
+        overrides = {k: OmegaConf.select(cfg, k) for k in command_line_overrides()}
+        settings, added = resume_settings(saved, OmegaConf.to_container(cfg, resolve=True), overrides, allowed)
+        cfg = OmegaConf.create({**settings, "run_dir": str(run_dir), "resume": None})
+        check(cfg, list(flatten(saved)))  # keys an older recipe wrote are kept
+        save_run_settings(run_dir, OmegaConf.to_container(cfg))
+        print(f"resuming {run_dir}")
+        if added:
+            print(f"  settings not in its config.yaml, from the defaults: {', '.join(added)}")
+        if overrides:
+            print(f"  with {', '.join(f'{k}={v}' for k, v in overrides.items())}")
+        return cfg, run_dir
+    check(cfg, [])
+    run_dir = Path(cfg.run_dir) if cfg.run_dir else new_run_dir(cfg)
+    cfg = OmegaConf.create({**OmegaConf.to_container(cfg, resolve=True), "run_dir": str(run_dir)})
+    if open_run_dir(run_dir, OmegaConf.to_container(cfg), ignore=("run_dir", "resume", *allowed)):
+        save_run_settings(run_dir, OmegaConf.to_container(cfg))  # e.g. new eval.* settings
+        print(f"continuing {run_dir} (same training settings)")
+    return cfg, run_dir

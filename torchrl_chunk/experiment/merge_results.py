@@ -1,7 +1,7 @@
 """Merge the results of several MT10 run directories into one Table I.
 
-    python recipes/merge_results.py runs/mt10/A runs/mt10/B [--out merged]
-    python recipes/merge_results.py runs/mt10/A runs/mt10/B=450k   # B's columns: "Ours (450k)"
+    python -m torchrl_chunk.experiment.merge_results runs/mt10/A runs/mt10/B [--out merged]
+    python -m torchrl_chunk.experiment.merge_results runs/mt10/A runs/mt10/B=450k   # B's columns: "Ours (450k)"
 
 Each run directory holds jobs/<algo>/<task>/seed_<k>/result.json (written by recipes/mt10.py;
 jobs/<algo>/<task>/result.json in run directories from before seeds). Several seeds of a
@@ -41,6 +41,7 @@ from torchrl_chunk.evaluation import (
     results_to_markdown,
     write_statistics,
 )
+from torchrl_chunk.experiment.launcher import JobError
 
 
 def collect(run_dirs: list[Path | str]) -> dict[str, dict[str, dict]]:
@@ -56,7 +57,7 @@ def load_results(run_dirs: list[Path | str]) -> list[dict]:
         run_dir = Path(run_dir)
         files = sorted([*run_dir.glob("jobs/*/*/result.json"), *run_dir.glob("jobs/*/*/seed_*/result.json")])
         if not files:
-            raise SystemExit(f"error: {run_dir} holds no jobs/<algo>/<task>/seed_<k>/result.json; is it a finished run?")
+            raise JobError(f"error: {run_dir} holds no jobs/<algo>/<task>/seed_<k>/result.json; is it a finished run?")
         seed = _run_seed(run_dir)
         for f in files:
             r = json.loads(f.read_text())
@@ -75,6 +76,14 @@ def _run_seed(run_dir: Path) -> int | None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The command line; an error ends in its one line on stderr, with exit status 1."""
+    try:
+        _main(argv)
+    except JobError as err:
+        raise SystemExit(str(err)) from None
+
+
+def _main(argv: list[str] | None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dirs", nargs="+", help="run directories, each optionally DIR=TAG")
     p.add_argument("--out", type=Path, default=None, help="directory for results.md/.csv (and stats.md, PNGs)")

@@ -1,8 +1,8 @@
 """What the demo buffer did, per task, next to how fast the policy got: the evidence for Table I.
 
-    python recipes/buffer_report.py RUN [RUN ...] [--label Ours] [--against PPO] [--curve avg|acc]
+    python -m torchrl_chunk.experiment.buffer_report RUN [RUN ...] [--label Ours] [--against PPO] [--curve avg|acc]
 
-Reads the same ``jobs/<algo>/<task>/seed_<k>/result.json`` files as ``merge_results.py`` and
+Reads the same ``jobs/<algo>/<task>/seed_<k>/result.json`` files as :mod:`.merge_results` and
 prints one markdown table, one row per task, means over the seeds of ``--label``:
 
 * the buffer at the end of training (``result.json``'s ``buffer`` record): the paper's length
@@ -15,24 +15,20 @@ prints one markdown table, one row per task, means over the seeds of ``--label``
 * the final Avg(l.) of ``--label`` and of ``--against``, and on how many seeds ``--label``'s
   was the shorter (a missing Avg(l.), no success at all, counts as 200, the episode cap).
 
-It is a report, not a statistic: the confidence intervals are in ``merge_results.py``'s stats.md.
+It is a report, not a statistic: the confidence intervals are in :mod:`.merge_results`' stats.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
 
 from torchrl_chunk.evaluation import MISSING_LENGTH  # no success: the episode cap, as in the statistics
-
-_spec = importlib.util.spec_from_file_location("merge_results", Path(__file__).with_name("merge_results.py"))
-_merge = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_merge)
+from torchrl_chunk.experiment.launcher import JobError
+from torchrl_chunk.experiment.merge_results import load_results
 
 
 def _avg_len(metrics: dict) -> float:
@@ -52,13 +48,13 @@ def _success(metrics: dict) -> float:
 def report(results: list[dict], label: str = "Ours", against: str = "PPO", curve: str = "avg") -> str:
     """The markdown table described in the module docstring; ``curve`` is ``"avg"`` or ``"acc"``."""
     if curve not in ("avg", "acc"):
-        raise SystemExit(f"error: curve={curve!r}; pass --curve avg (Avg(l.)) or --curve acc (success rate)")
+        raise JobError(f"error: curve={curve!r}; pass --curve avg (Avg(l.)) or --curve acc (success rate)")
     point, curve_name, digits = (_avg_len, "Avg(l.)", 1) if curve == "avg" else (_success, "Acc.", 2)
     by_task: dict[str, dict[str, dict]] = defaultdict(lambda: defaultdict(dict))
     for r in results:
         by_task[r["task"]][r["label"]][r.get("seed")] = r  # a later run replaces an earlier seed
     if not any(label in labels for labels in by_task.values()):
-        raise SystemExit(f"error: no result labelled {label!r}; pass --label with one of "
+        raise JobError(f"error: no result labelled {label!r}; pass --label with one of "
                          f"{sorted({lab for labels in by_task.values() for lab in labels})}")
     n_evals = max(len(r.get("history", [])) for labels in by_task.values() for r in labels.get(label, {}).values())
     head = ["Task", "seeds", "ℓ_0", "limit at end", "stored (experts)", "evicted", "BC weight"]
@@ -86,13 +82,21 @@ def report(results: list[dict], label: str = "Ours", against: str = "PPO", curve
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The command line; an error ends in its one line on stderr, with exit status 1."""
+    try:
+        _main(argv)
+    except JobError as err:
+        raise SystemExit(str(err)) from None
+
+
+def _main(argv: list[str] | None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run_dirs", nargs="+", help="run directories (as for merge_results.py)")
+    p.add_argument("run_dirs", nargs="+", help="run directories (as for merge_results)")
     p.add_argument("--label", default="Ours", help="the algorithm whose buffer is reported")
     p.add_argument("--against", default="PPO", help="the algorithm whose final Avg(l.) is compared")
     p.add_argument("--curve", default="avg", choices=("avg", "acc"), help="quick evaluations: Avg(l.) or success")
     args = p.parse_args(argv)
-    sys.stdout.write(report(_merge.load_results(args.run_dirs), args.label, args.against, args.curve))
+    sys.stdout.write(report(load_results(args.run_dirs), args.label, args.against, args.curve))
 
 
 if __name__ == "__main__":

@@ -1,17 +1,13 @@
-"""recipes/buffer_report.py: the demo buffer's end state and the speed curve, per task."""
+"""python -m torchrl_chunk.experiment.buffer_report: the demo buffer's end state and the speed curve, per task."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("buffer_report", ROOT / "recipes" / "buffer_report.py")
-buffer_report = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(buffer_report)
+from torchrl_chunk.experiment import buffer_report
 
 
 def write(run: Path, algo: str, label: str, seed: int, avg, history=(), buffer=None):

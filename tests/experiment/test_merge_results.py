@@ -1,17 +1,15 @@
-"""recipes/merge_results.py: several run directories -> one Table I."""
+"""python -m torchrl_chunk.experiment.merge_results: several run directories -> one Table I."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("merge_results", ROOT / "recipes" / "merge_results.py")
-merge_results = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(merge_results)
+from torchrl_chunk.experiment import JobError, merge_results
 
 
 def write_result(run: Path, algo: str, label: str, task: str, acc: float, avg: float | None):
@@ -62,6 +60,12 @@ def test_an_older_run_without_seeds_is_replaced_by_a_newer_one_of_its_seed(tmp_p
 def test_not_a_run_directory(tmp_path):
     with pytest.raises(SystemExit, match="no jobs"):
         merge_results.main([str(tmp_path)])
+    with pytest.raises(JobError, match="no jobs"):
+        merge_results.load_results([tmp_path])
+    proc = subprocess.run([sys.executable, "-m", "torchrl_chunk.experiment.merge_results", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
+        f"error: {tmp_path} holds no jobs/<algo>/<task>/seed_<k>/result.json; is it a finished run?"]
 
 
 def test_tagged_run_gets_its_own_columns(tmp_path, capsys):
@@ -135,25 +139,24 @@ def test_ragged_seeds_warn_and_keep_the_table(tmp_path, capsys):
 
 
 def test_the_recipe_writes_the_same_stats_as_merge_results(tmp_path, monkeypatch):
-    """recipes/mt10.py's write_tables and merge_results make stats.md with one library call."""
+    """The launcher's write_tables (recipes/mt10.py's Table I) and merge_results make stats.md with one
+    library call."""
     import functools
 
     from torchrl_chunk import evaluation
-
-    monkeypatch.syspath_prepend(str(ROOT / "recipes"))
-    import mt10_outputs
+    from torchrl_chunk.experiment import write_tables
 
     monkeypatch.setattr(evaluation, "write_statistics", functools.partial(evaluation.write_statistics, reps=200))
     runs = multi_seed_runs(tmp_path)
     merge_results.main([*runs, "--out", str(tmp_path / "m"), "--reps", "200"])
     (tmp_path / "run").mkdir()
-    md = mt10_outputs.write_tables(tmp_path / "run", merge_results.load_results(runs))
+    md = write_tables(tmp_path / "run", merge_results.load_results(runs))
     stats = (tmp_path / "run" / "stats.md").read_text()
     assert stats == (tmp_path / "m" / "stats.md").read_text() and md.endswith("\n" + stats)
     assert all((tmp_path / "run" / name).exists() for name in PNGS)
     one = tmp_path / "one"
     one.mkdir()
-    mt10_outputs.write_tables(one, merge_results.load_results(multi_seed_runs(one, seeds=(4,))))
+    write_tables(one, merge_results.load_results(multi_seed_runs(one, seeds=(4,))))
     assert (one / "results.md").exists() and not (one / "stats.md").exists()
 
 
