@@ -81,7 +81,9 @@ def train_and_evaluate(cfg: DictConfig, algo: str, task: str, job_dir: Path, pos
 
     try:
         if job.state.phase == "sft":
-            sft(cfg, job)
+            if not u.load_shared_sft(cfg, job):  # SFT-10, Ours and PPO clone the same demos alike: once per run
+                sft(cfg, job)
+                u.store_shared_sft(cfg, job)
             job.state.phase = "rl" if job.spec.ppo else "eval"
             u.save_checkpoint(job, wall())
             stop.check(lambda: f"{algo}/{task} (seed {cfg.seed}) checkpointed after its SFT ({job_dir / 'checkpoint'})")

@@ -115,6 +115,7 @@ class BCSettings:
     pretrain_steps: int
     pretrain_batch_size: int
     pretrain_lr: Optional[float]
+    share_sft: bool
 
 
 @dataclass

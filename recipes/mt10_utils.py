@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from torchrl_chunk import distributed, evaluation
 from torchrl_chunk.data import AdaptiveLengthLimit, LengthFilteredReplayBuffer
@@ -25,7 +25,8 @@ from torchrl_chunk.envs import (
     MT10_TASKS, collect_expert_demos, derive_seed, load_demos, make_metaworld_env, save_demos, task_index)
 from torchrl_chunk.envs.metaworld import num_task_ids
 from torchrl_chunk.envs.metaworld.simulator import RENDER_SAMPLES
-from torchrl_chunk.experiment import JobError, JobState, failure_message, load_checkpoint, save_job_checkpoint
+from torchrl_chunk.experiment import (
+    JobError, JobState, failure_message, load_checkpoint, load_stage, save_job_checkpoint, save_stage, settings_key)
 from torchrl_chunk.experiment import write_result as save_result
 from torchrl_chunk.experiment.checkpoint import CapacityError, check_capacity
 from torchrl_chunk.keys import SUCCESS_KEY
@@ -235,6 +236,7 @@ class Job:
     optim: torch.optim.Optimizer
     logger: Any
     state: JobState = field(default_factory=JobState)
+    demo_generator: torch.Generator | None = None  # the demo buffer's sampling stream
     restored: dict | None = None
     eval_envs: dict = field(default_factory=dict)  # wave size -> worker pool kept for the job's evaluations
 
@@ -283,7 +285,8 @@ def make_job(cfg: DictConfig, algo: str, task: str, job_dir: Path) -> Job:
     )
     optim = make_optimizer(cfg, actor, critic)
     logger = get_logger(cfg.logger.backend, logger_name=str(job_dir / "logs"), experiment_name=f"{algo}_{task}")
-    job = Job(algo, task, job_dir, spec, h, device, actor, critic, buffer, ppo, bc, loss, optim, logger)
+    job = Job(algo, task, job_dir, spec, h, device, actor, critic, buffer, ppo, bc, loss, optim, logger,
+              demo_generator=gen)
     job.restored = load_checkpoint(job_dir, job.modules, buffer if spec.bc else None)  # incl. gen's state
     if job.restored is not None:
         job.state = JobState.from_dict(job.restored)  # also a checkpoint from before the state was typed
@@ -292,6 +295,44 @@ def make_job(cfg: DictConfig, algo: str, task: str, job_dir: Path) -> Job:
         if spec.bc and job.state.phase != "sft":  # the BC weight follows the restored buffer
             set_bc_weight(cfg, job)
     return job
+
+
+#: Settings that do not change a job's SFT (its policy at t = 0 of Eq. 8): jobs of one task and
+#: seed that differ only in these share one SFT per run (``bc.share_sft``). Any other setting
+#: counts, also one added later. ``algorithms`` is left out as a whole: the job's own number
+#: of demos and chunk size are part of the key.
+SFT_INDEPENDENT = (
+    "train", "ppo", "schedule", "eval", "logger", "collector", "ray", "launcher", "parallel_tasks", "resume",
+    "run_dir", "seeds", "tasks", "algo", "algorithms", "env.num_envs", "env.num_workers", "env.worker_timeout_s",
+    "env.decisions_per_env", "buffer.mode", "buffer.length_limit", "buffer.adaptive", "buffer.length_weighting",
+    "bc.decay_floor", "bc.batch_size", "bc.share_sft",
+)
+
+
+def shared_sft_path(cfg: DictConfig, job: Job) -> Path:
+    """Where the run keeps the SFT of jobs with the job's SFT settings (task, seed, demos, model, SFT steps...)."""
+    key = settings_key({"settings": OmegaConf.to_container(cfg, resolve=True), "task": job.task,
+                        "num_demos": int(job.spec.num_demos), "chunk_size": job.chunk_size},
+                       [f"settings.{k}" for k in SFT_INDEPENDENT])
+    return Path(cfg.run_dir) / "shared_sft" / job.task / f"seed_{int(cfg.seed)}" / f"{key[:24]}.pt"
+
+
+def load_shared_sft(cfg: DictConfig, job: Job) -> bool:
+    """Load the SFT another job of this run computed with the same settings (``bc.share_sft``):
+    the weights, torch's random state and the demo sampling stream as they were after it."""
+    if not cfg.bc.share_sft:
+        return False
+    info = load_stage(shared_sft_path(cfg, job), {"actor": job.actor, "critic": job.critic},
+                      {"demo_sampling": job.demo_generator})
+    if info is not None:
+        print(f"{job.algo}/{job.task} (seed {cfg.seed}): SFT loaded from the {info['algo']} job (same settings)")
+    return info is not None
+
+
+def store_shared_sft(cfg: DictConfig, job: Job) -> None:
+    if cfg.bc.share_sft:
+        save_stage(shared_sft_path(cfg, job), {"actor": job.actor, "critic": job.critic},
+                   {"demo_sampling": job.demo_generator}, info={"algo": job.algo})
 
 
 def check_footprint(cfg: DictConfig, buffer: LengthFilteredReplayBuffer, algo: str, task: str, job_dir: Path) -> None:

@@ -280,3 +280,48 @@ def test_corrupt_checkpoint_is_reported(tmp_path):
     assert "cannot be loaded" in out and f"Delete {job}" in out  # run_dir made absolute: any worker finds it
     assert "Traceback" not in proc.stderr and f"traceback in {job.parent / 'error.log'}" in proc.stderr
     assert (job / "state.pt").read_bytes() == b"not a checkpoint"  # never overwritten
+
+
+def test_jobs_share_their_sft_with_the_same_results(smoke_run, tmp_path):
+    """SFT-10 and Ours of one task and seed clone the same demos alike: the Ours job loads the
+    SFT job's SFT (bc.share_sft, default) and ends exactly as when it runs its own."""
+    run_dir, proc = smoke_run
+    assert "ours/reach-v3 (seed 1): SFT loaded from the sft job (same settings)" in proc.stdout
+    assert len(list((run_dir / "shared_sft/reach-v3/seed_1").glob("*.pt"))) == 1
+    alone = run(["preset=smoke", "run_dir=run", "bc.share_sft=false"], tmp_path)
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    assert "SFT loaded" not in alone.stdout and not (tmp_path / "run/shared_sft").exists()
+    for algo in ("sft", "ours"):
+        shared, own = (json.loads((d / f"jobs/{algo}/reach-v3/seed_1/result.json").read_text())
+                       for d in (run_dir, tmp_path / "run"))
+        shared.pop("wall_time_s"), own.pop("wall_time_s")
+        assert shared == own, algo
+        weights = [torch.load(d / f"jobs/{algo}/reach-v3/seed_1/checkpoint/state.pt", weights_only=False)["modules"]
+                   for d in (run_dir, tmp_path / "run")]
+        for name in ("actor", "critic"):
+            assert all(torch.equal(a, b) for a, b in zip(weights[0][name].values(), weights[1][name].values()))
+
+
+def test_the_shared_sft_key_follows_the_sft_settings():
+    """Settings that change the SFT (its steps, the demos, the model, the seed, the chunk size)
+    give another shared SFT; the post-training ones do not."""
+    from _recipe_config import config  # puts recipes/ on the path
+
+    import mt10_utils
+
+    def path(*overrides, algo="ours", seed=1):
+        cfg = config("run_dir=/r", *overrides)
+        cfg.seed = seed
+        spec = cfg.algorithms[algo]
+        job = type("J", (), {"task": "reach-v3", "spec": spec, "chunk_size": int(spec.horizon)})()
+        return mt10_utils.shared_sft_path(cfg, job)
+
+    base = path()
+    assert path(algo="sft") == path(algo="ppo") == base  # Table I's columns share
+    for same in ("ppo.epochs=3", "train.total_env_steps=900", "bc.decay_floor=0.1", "buffer.length_limit=adaptive",
+                 "schedule.warmup_steps=10", "eval.episodes=4"):
+        assert path(same) == base, same
+    for other in ("bc.pretrain_steps=21", "demos.num=3", "model.hidden=[32,32]", "env.horizon=2",
+                  "threads_per_process=2", "bc.pretrain_lr=1e-3"):
+        assert path(other) != base, other
+    assert path(algo="sft100") != base and path(seed=2) != base

@@ -10,6 +10,7 @@ loops read as the paper's Fig. 1(b) because they live here):
 * :mod:`.checkpoint` -- weights and demo buffer saved together, surviving a kill at any point;
 * :mod:`.state` -- :class:`JobState`, a job's counters, as its checkpoint saves them;
 * :mod:`.results` -- ``result.json``, learning curves, ``results.md`` / ``results.csv``;
+* :mod:`.shared_stage` -- a stage several jobs compute alike (the SFT of Table I's columns), run once;
 * :mod:`.sharding` -- independent jobs over several processes;
 * :mod:`.stop` -- SIGTERM / SIGINT: a checkpoint at the next safe point, one line, exit 128 + signum;
 * :mod:`.metrics` -- per-iteration PPO diagnostics without a host sync per minibatch.
@@ -47,6 +48,7 @@ from torchrl_chunk.experiment.run_dir import (
     resume_settings,
     save_run_settings,
 )
+from torchrl_chunk.experiment.shared_stage import load_stage, save_stage, settings_key
 from torchrl_chunk.experiment.sharding import map_shards, shard
 from torchrl_chunk.experiment.state import JobState
 from torchrl_chunk.experiment.stop import StopRequested, StopSignals
@@ -72,6 +74,7 @@ __all__ = [
     "launch",
     "load_checkpoint",
     "load_run_settings",
+    "load_stage",
     "map_shards",
     "open_run_dir",
     "recover_checkpoint",
@@ -79,6 +82,8 @@ __all__ = [
     "save_checkpoint",
     "save_job_checkpoint",
     "save_run_settings",
+    "save_stage",
+    "settings_key",
     "shard",
     "write_result",
     "write_tables",
