@@ -314,7 +314,8 @@ def shared_sft_path(cfg: DictConfig, job: Job) -> Path:
     key = settings_key({"settings": OmegaConf.to_container(cfg, resolve=True), "task": job.task,
                         "num_demos": int(job.spec.num_demos), "chunk_size": job.chunk_size},
                        [f"settings.{k}" for k in SFT_INDEPENDENT])
-    return Path(cfg.run_dir) / "shared_sft" / job.task / f"seed_{int(cfg.seed)}" / f"{key[:24]}.pt"
+    run_dir = next((p.parent for p in job.dir.parents if p.name == "jobs"), job.dir)  # run_dir/jobs/algo/task/seed_k
+    return run_dir / "shared_sft" / job.task / f"seed_{int(cfg.seed)}" / f"{key[:24]}.pt"
 
 
 def load_shared_sft(cfg: DictConfig, job: Job) -> bool:

@@ -310,13 +310,15 @@ def test_the_shared_sft_key_follows_the_sft_settings():
     import mt10_utils
 
     def path(*overrides, algo="ours", seed=1):
-        cfg = config("run_dir=/r", *overrides)
+        cfg = config(*overrides)
         cfg.seed = seed
         spec = cfg.algorithms[algo]
-        job = type("J", (), {"task": "reach-v3", "spec": spec, "chunk_size": int(spec.horizon)})()
+        job = type("J", (), {"task": "reach-v3", "spec": spec, "chunk_size": int(spec.horizon),
+                             "dir": Path(f"/r/jobs/{algo}/reach-v3/seed_{seed}")})()
         return mt10_utils.shared_sft_path(cfg, job)
 
     base = path()
+    assert base.parent == Path("/r/shared_sft/reach-v3/seed_1")  # in the run directory
     assert path(algo="sft") == path(algo="ppo") == base  # Table I's columns share
     for same in ("ppo.epochs=3", "train.total_env_steps=900", "bc.decay_floor=0.1", "buffer.length_limit=adaptive",
                  "schedule.warmup_steps=10", "eval.episodes=4"):
