@@ -604,7 +604,14 @@ def prepare_run(cfg: DictConfig) -> tuple[DictConfig, Path]:
     def new_run_dir(cfg: DictConfig) -> Path:  # runs/mt10/<stamp>[_<k>_<algos> under --multirun]
         return timestamped_run_dir(Path("runs") / "mt10", "-".join(cfg.algo.names))
 
-    return prepare_run_dir(cfg, check=check, allowed=RESUME_ALLOWED, new_run_dir=new_run_dir)
+    def resume_defaults(saved: Mapping) -> dict:  # the defaults of the model the run was made with (its group)
+        from hydra import compose
+
+        model = (saved.get("model") or {}).get("name")
+        return OmegaConf.to_container(compose("config", overrides=[f"model={model}"] if model else []), resolve=True)
+
+    return prepare_run_dir(cfg, check=check, allowed=RESUME_ALLOWED, new_run_dir=new_run_dir,
+                           resume_defaults=resume_defaults)
 
 
 def plan_run(cfg: DictConfig) -> RunPlan:

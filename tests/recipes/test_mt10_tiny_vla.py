@@ -81,6 +81,18 @@ def test_tiny_vla_is_sft_then_post_trained_by_the_recipe(tmp_path):
     actor.load_state_dict(trained["ours"])
     assert vla_chunk_scale(actor).log_std.shape == (4, 4)
 
+    # resume= of a run made with another model than the default: settings added since (here
+    # bc.share_sft, removed from its config.yaml) come from that model's composition, not from
+    # model=mlp's (whose model.hidden the closed tiny_vla settings would refuse)
+    saved = OmegaConf.load(run / "config.yaml")
+    del saved.bc["share_sft"]
+    OmegaConf.save(saved, run / "config.yaml")
+    again = subprocess.run([sys.executable, str(RECIPE), "resume=run"], cwd=tmp_path, env=env, capture_output=True,
+                           text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "settings not in its config.yaml, from the defaults: bc.share_sft" in again.stdout
+    assert OmegaConf.load(run / "config.yaml").model.name == "tiny_vla"
+
 
 def test_tiny_vla_is_an_allowed_model_name():
     sys.path.insert(0, str(ROOT / "recipes"))

@@ -225,7 +225,9 @@ def timestamped_run_dir(root: Path | str, multirun_tag: str = "") -> Path:
 
 
 def prepare_run(cfg: DictConfig, *, check: Callable[[DictConfig, list[str]], None], allowed: Sequence[str],
-                new_run_dir: Callable[[DictConfig], Path]) -> tuple[DictConfig, Path]:
+                new_run_dir: Callable[[DictConfig], Path],
+                resume_defaults: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None,
+                ) -> tuple[DictConfig, Path]:
     """Check a Hydra recipe's settings, then create, continue or resume its run directory.
 
     With ``resume=<dir>``: the run's saved settings, settings added since from the defaults and
@@ -233,7 +235,10 @@ def prepare_run(cfg: DictConfig, *, check: Callable[[DictConfig, list[str]], Non
     ``check(cfg, allow)`` (``allow``: the saved keys, which an older recipe may have written)
     and written back. Otherwise ``check(cfg, [])``, then ``run_dir`` (``new_run_dir(cfg)`` when
     null) is created, or continued when it holds a run with the same settings (``allowed``
-    aside). ``check`` raises to refuse the settings, before anything is written; a run directory
+    aside). ``resume_defaults(saved)`` gives the defaults that settings added since come from,
+    when they depend on the run's own choices (e.g. the settings of the model it was made with,
+    not of the default model); without it, ``cfg`` as composed now. ``check`` raises to refuse
+    the settings, before anything is written; a run directory
     that cannot be used raises :class:`RunDirError`. Returns the resolved settings (``run_dir``
     set, ``resume`` null) and the run directory.
     """
@@ -241,7 +246,8 @@ def prepare_run(cfg: DictConfig, *, check: Callable[[DictConfig, list[str]], Non
         run_dir = Path(cfg.resume)
         saved = load_run_settings(run_dir)
         overrides = {k: OmegaConf.select(cfg, k) for k in command_line_overrides()}
-        settings, added = resume_settings(saved, OmegaConf.to_container(cfg, resolve=True), overrides, allowed)
+        defaults = resume_defaults(saved) if resume_defaults else OmegaConf.to_container(cfg, resolve=True)
+        settings, added = resume_settings(saved, defaults, overrides, allowed)
         cfg = OmegaConf.create({**settings, "run_dir": str(run_dir), "resume": None})
         check(cfg, list(flatten(saved)))  # keys an older recipe wrote are kept
         save_run_settings(run_dir, OmegaConf.to_container(cfg))
