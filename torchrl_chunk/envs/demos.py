@@ -39,7 +39,6 @@ configuration (:func:`replay_demos`, from the attempt each demo came from,
 from __future__ import annotations
 
 import os
-import uuid
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,6 +49,7 @@ import numpy as np
 import torch
 from tensordict import TensorDict
 
+from torchrl_chunk._io import atomic_torch_save
 from torchrl_chunk.data.trajectories import motionless
 from torchrl_chunk.envs.metaworld.simulator import STATE_DIM, TaskSim
 from torchrl_chunk.envs.metaworld.tasks import ALL_V3_TASKS, DEMO_STREAM, derive_seed, task_index, task_name
@@ -351,15 +351,9 @@ def save_demos(demos: ExpertDemos, path: str | os.PathLike) -> Path:
         "attempts": None if demos.attempts is None else [int(k) for k in demos.attempts],
         "trajectories": [td.to_dict() for td in demos.trajectories],
     }
-    # A name of its own per writer: jobs of several algorithms for one (task, seed) may
-    # collect the same demos at once (launcher=ray) and each replaces the file whole.
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    # jobs of several algorithms for one (task, seed) may collect the same demos at once
+    # (launcher=ray): each replaces the file whole
+    return atomic_torch_save(payload, path)
 
 
 def load_demos(

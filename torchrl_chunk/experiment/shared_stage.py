@@ -20,12 +20,13 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import torch
+
+from torchrl_chunk._io import atomic_torch_save
 
 __all__ = ["load_stage", "save_stage", "settings_key"]
 
@@ -66,12 +67,7 @@ def save_stage(path: Path, modules: Mapping[str, torch.nn.Module], generators: M
         else None,
         "info": dict(info or {}),
     }
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(blob, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_torch_save(blob, path)
 
 
 def load_stage(path: Path, modules: Mapping[str, torch.nn.Module],
